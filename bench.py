@@ -1,0 +1,263 @@
+"""Measure the training step and the data path, as the video sped them up, on this machine.
+
+The ladder: each rung adds one change on top of the one before, in the order of "Let's reproduce
+GPT-2": fp32, TF32 matmuls, bf16 autocast, torch.compile, flash attention (SDPA instead of the
+explicit masked softmax), the vocabulary padded to 50304, fused AdamW. Every rung times
+train_gpt2.train_step itself, on one micro-batch of random tokens, after warm-up steps, with the
+device synchronised; rungs that change nothing on this device are reported as such.
+
+    python bench.py                                   # gpt2 124M, micro-batch 64 x 1024 (a GPU)
+    python bench.py --model tiny --device cpu         # a quick look on a laptop
+    python bench.py --rungs final --profile           # the full setup only, with a kernel profile
+    python bench.py --model tiny --device cpu --data-files corpus.jsonl   # plus the data path
+
+The table is Markdown, ready for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fineweb
+import runtime as rt
+from gpt2 import GPT, preset_config
+from train_gpt2 import TrainLoader, train_step
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str
+    tf32: bool = False
+    bf16: bool = False
+    compile: bool = False
+    flash_attention: bool = False
+    padded_vocab: bool = False
+    fused_adamw: bool = False
+
+
+def ladder() -> list[Rung]:
+    rungs = [Rung("fp32")]
+    for name, change in [
+        ("+ TF32", "tf32"),
+        ("+ bf16 autocast", "bf16"),
+        ("+ torch.compile", "compile"),
+        ("+ flash attention", "flash_attention"),
+        ("+ vocab 50304", "padded_vocab"),
+        ("+ fused AdamW", "fused_adamw"),
+    ]:
+        rungs.append(replace(rungs[-1], name=name, **{change: True}))
+    return rungs
+
+
+def not_applicable(rung: Rung, previous: Rung | None, device: torch.device) -> str | None:
+    """Why a rung measures nothing new on this device, or None."""
+    if previous is None:
+        return None
+    if rung.tf32 != previous.tf32 and device.type != "cuda":
+        return "TF32 exists on NVIDIA GPUs only"
+    return None
+
+
+@dataclass
+class Timing:
+    ms_per_step: float
+    tokens_per_second: float
+    mfu: float | None
+    peak_memory_bytes: int
+
+
+def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Timing:
+    """Build the model and optimizer that `rung` describes and time train_step on it."""
+    torch.manual_seed(0)
+    torch.set_float32_matmul_precision("high" if rung.tf32 else "highest")
+    config = preset_config(
+        args.model, vocab_size=50304 if rung.padded_vocab else 50257, flash_attention=rung.flash_attention
+    )
+    model = GPT(config).to(device)
+    optimizer = model.configure_optimizers(0.1, 6e-4, device_type=device.type, fused=rung.fused_adamw, verbose=False)
+    step_model = torch.compile(model) if rung.compile else model
+    dtype = torch.bfloat16 if rung.bf16 else torch.float32
+    tokens = torch.randint(0, 50257, (args.micro_batch_size, args.seq_len + 1), device=device)
+    batch = (tokens[:, :-1], tokens[:, 1:])
+
+    def step() -> None:
+        loss, _ = train_step(step_model, optimizer, lambda: batch, 1, 6e-4, 1.0, device, dtype)
+        loss.item()  # waits for the device
+
+    for _ in range(args.warmup_steps):  # compilation, autotuning, allocator warm-up
+        step()
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    seconds = (time.perf_counter() - start) / args.steps
+    tokens_per_second = args.micro_batch_size * args.seq_len / seconds
+    timing = Timing(
+        ms_per_step=seconds * 1000,
+        tokens_per_second=tokens_per_second,
+        mfu=model.estimate_mfu(tokens_per_second, args.seq_len, device),
+        peak_memory_bytes=peak_memory(device),
+    )
+    if args.profile:
+        print(profile_summary(step, device), file=sys.stderr)
+    del model, optimizer, step_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch._dynamo.reset()
+    return timing
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif Path("/proc/self/clear_refs").exists():
+        # Linux: writing 5 resets the process's peak resident set size (VmHWM).
+        with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def peak_memory(device: torch.device) -> int:
+    """CUDA: the most memory tensors held; elsewhere the process's peak resident set size."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux kilobytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def profile_summary(step, device: torch.device, steps: int = 3, rows: int = 15) -> str:
+    """The operators and kernels that took the most time over a few steps."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=sort_by, row_limit=rows)
+
+
+def time_loader(args: argparse.Namespace, device: torch.device) -> float:
+    """Seconds per TrainLoader.next_batch(), over shards in --data-dir or temporary random ones."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir
+        if data_dir is None:
+            data_dir = tmp
+            rng = np.random.default_rng(0)
+            shard_tokens = 4 * args.micro_batch_size * args.seq_len
+            for name in ("edufineweb_val_000000.npy", "edufineweb_train_000001.npy", "edufineweb_train_000002.npy"):
+                np.save(Path(tmp) / name, rng.integers(0, 50257, shard_tokens, dtype=np.uint16))
+        loader = TrainLoader(data_dir, args.micro_batch_size, args.seq_len, 0, 1, device)
+        batches = 20
+        start = time.perf_counter()
+        for _ in range(batches):
+            x, y = loader.next_batch()
+        y.sum().item()  # waits for the last copy
+        return (time.perf_counter() - start) / batches
+
+
+def time_tokenizing(data_files: list[str], workers: int) -> tuple[float, float, int]:
+    """fineweb.py's end-to-end tokens/s on data_files, the ceiling on the same machine (single-thread
+    encode_ordinary on the first documents, times the workers), and the run's peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = fineweb.ShardingConfig(
+            data_files=tuple(data_files), output_dir=Path(tmp) / "shards", tokens=10**15, shard_size=10**6, workers=workers
+        )
+        reset_peak_memory(torch.device("cpu"))
+        result = fineweb.build_shards(config)
+        rss = peak_memory(torch.device("cpu"))
+    ceiling = fineweb.benchmark_tokenizer_ceiling(first_documents(config, 2000), cores=workers)
+    return result.tokens_written / result.seconds, ceiling, rss
+
+
+def first_documents(config: fineweb.ShardingConfig, count: int) -> list[str]:
+    stream = fineweb.open_stream(config, fineweb.resolve_data_files(config.data_files))
+    texts: list[str] = []
+    for batch in fineweb.read_batches(stream, config.text_column):
+        texts.extend(batch.text(i) for i in range(len(batch.texts)))
+        if len(texts) >= count:
+            break
+    return texts[:count]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", default="gpt2", help="model preset: gpt2, gpt2-medium, ..., small, tiny")
+    parser.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 8 off CUDA)")
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: 1024, or 256 off CUDA)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--rungs", choices=("all", "final"), default="all", help="the whole ladder, or only its last rung")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per rung (default: 10, or 3 off CUDA)")
+    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of each rung to stderr")
+    parser.add_argument("--data-dir", default=None, help="shards for the loader timing (default: temporary random ones)")
+    parser.add_argument("--data-files", nargs="+", default=[], metavar="FILE",
+                        help="also time fineweb.py on these local files against the tokenizer's ceiling")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="fineweb.py workers for --data-files")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = rt.pick_device(args.device)
+        preset_config(args.model)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    on_gpu = device.type == "cuda"
+    args.micro_batch_size = args.micro_batch_size or (64 if on_gpu else 8)
+    args.seq_len = args.seq_len or (1024 if on_gpu else 256)
+    args.steps = args.steps or (10 if on_gpu else 3)
+    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores)"
+    print(
+        f"{args.model}, micro-batch {args.micro_batch_size} x {args.seq_len} tokens, {name}, torch {torch.__version__}, "
+        f"{args.steps} timed steps after {args.warmup_steps}\n"
+    )
+    print("| rung | ms/step | tokens/s | vs fp32 | MFU | peak memory |")
+    print("|---|---:|---:|---:|---:|---:|")
+    rungs = ladder() if args.rungs == "all" else ladder()[-1:]
+    baseline, previous, step_ms = None, None, None
+    for rung in rungs:
+        reason = not_applicable(rung, previous, device)
+        previous = rung
+        if reason:
+            print(f"| {rung.name} | n/a: {reason} | | | | |", flush=True)
+            continue
+        timing = time_rung(rung, args, device)
+        baseline = baseline or timing.tokens_per_second
+        step_ms = timing.ms_per_step
+        mfu = f"{timing.mfu:.1%}" if timing.mfu is not None else "n/a"
+        print(
+            f"| {rung.name} | {timing.ms_per_step:.1f} | {timing.tokens_per_second:,.0f} | "
+            f"{timing.tokens_per_second / baseline:.2f}x | {mfu} | {timing.peak_memory_bytes / 2**20:,.0f} MiB |",
+            flush=True,
+        )
+    loader_ms = time_loader(args, device) * 1000
+    print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {loader_ms / step_ms:.1%} of the last rung's step")
+    if args.data_files:
+        tokens_per_second, ceiling, rss = time_tokenizing(args.data_files, args.workers)
+        print(
+            f"fineweb.py: {tokens_per_second:,.0f} tokens/s = {tokens_per_second / ceiling:.0%} of the ceiling "
+            f"{ceiling:,.0f} (single-thread encode_ordinary x {args.workers}); peak RSS {rss / 2**20:,.0f} MiB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

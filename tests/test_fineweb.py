@@ -1,0 +1,550 @@
+"""fineweb.py: shards equal the tokenized documents, resume is exact, bad input is refused cleanly."""
+import contextlib
+import csv
+import errno
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
+
+import fineweb
+
+SMALL = ["--tokens", "50K", "--shard-size", "20K", "--workers", "2"]  # 3 shards: 20K val, 20K + 10K train
+
+
+# -----------------------------------------------------------------------------
+# inputs and expectations, computed here independently of fineweb.py
+
+
+@pytest.fixture(scope="session")
+def texts():
+    with open(require_shared_data(FINEWEB_CSV), newline="", encoding="utf-8") as f:
+        return [row["text"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory, texts):
+    """The CSV's documents as parquet (in two files), jsonl and the CSV itself."""
+    root = tmp_path_factory.mktemp("corpus")
+    half = len(texts) // 2
+    # named so that sorted order is not creation order
+    pq.write_table(pa.table({"text": texts[half:], "id": range(half, len(texts))}), root / "b.parquet")
+    pq.write_table(pa.table({"text": texts[:half], "id": range(half)}), root / "a.parquet", row_group_size=16)
+    with open(root / "docs.jsonl", "w", encoding="utf-8") as f:
+        for i, text in enumerate(texts):
+            f.write(json.dumps({"id": i, "text": text}) + "\n")
+    return {"parquet": str(root / "*.parquet"), "jsonl": str(root / "docs.jsonl"), "csv": str(FINEWEB_CSV)}
+
+
+@pytest.fixture(scope="session")
+def big_parquet(tmp_path_factory, texts):
+    """About 4M tokens in two files: long enough to interrupt a run with small shards."""
+    root = tmp_path_factory.mktemp("big")
+    for part in range(2):
+        docs = [f"copy {r}. {text}" for r in range(part * 22, (part + 1) * 22) for text in texts]
+        pq.write_table(pa.table({"text": docs}), root / f"part{part}.parquet", row_group_size=500)
+    return str(root / "*.parquet")
+
+
+def token_stream(enc, texts):
+    """<|endoftext|> + encode_ordinary(text) for each document, and each document's token count."""
+    docs = [[fineweb.EOT_TOKEN] + enc.encode_ordinary(t) for t in texts]
+    return np.array([t for d in docs for t in d], dtype=np.uint16), np.array([len(d) for d in docs])
+
+
+def run(*args):
+    """fineweb.py's main in this process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = fineweb.main([str(a) for a in args])
+        except SystemExit as stop:  # argparse: --help, bad flags
+            code = stop.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_script(*args, env=None):
+    """`python fineweb.py ...` in a child process."""
+    return subprocess.Popen([sys.executable, str(ROOT / "fineweb.py"), *map(str, args)], text=True,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def shards_of(out):
+    return sorted(p.name for p in Path(out).glob("*.npy"))
+
+
+def manifest_of(out):
+    return json.loads((Path(out) / "manifest.json").read_text())
+
+
+def leftovers(out):
+    """Files that a finished or failed run must not leave: temporaries."""
+    return sorted(p.name for p in Path(out).glob("*.tmp")) if Path(out).exists() else []
+
+
+@pytest.fixture(scope="module")
+def good_dir(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("good") / "shards"
+    code, _, err = run("--data-files", corpus["parquet"], "--output-dir", out, *SMALL)
+    assert code == 0, err
+    return out
+
+
+# -----------------------------------------------------------------------------
+# the shards hold exactly the documents
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl", "csv"])
+def test_shards_are_the_tokenized_documents(tmp_path, enc, texts, corpus, kind):
+    out = tmp_path / "out"
+    code, stdout, err = run("--data-files", corpus[kind], "--output-dir", out, *SMALL)
+    assert code == 0, err
+    assert shards_of(out) == ["edufineweb_train_000001.npy", "edufineweb_train_000002.npy", "edufineweb_val_000000.npy"]
+    names = ["edufineweb_val_000000.npy", "edufineweb_train_000001.npy", "edufineweb_train_000002.npy"]
+    shards = [np.load(out / name) for name in names]
+    assert [s.dtype for s in shards] == [np.uint16] * 3
+    assert [len(s) for s in shards] == [20_000, 20_000, 10_000]
+    expected, lengths = token_stream(enc, texts)
+    assert np.array_equal(np.concatenate(shards), expected[:50_000])
+    # documents run on across boundaries: here both boundaries fall inside a document
+    assert shards[1][0] != fineweb.EOT_TOKEN and shards[2][0] != fineweb.EOT_TOKEN
+    assert "3 shards (1 val + 2 train), 50,000 tokens" in stdout
+
+    manifest = manifest_of(out)
+    assert manifest["complete"] and not manifest["input_exhausted"]
+    assert manifest["settings"]["tokens"] == 50_000 and manifest["settings"]["shard_size"] == 20_000
+    starts = np.cumsum(lengths) - lengths
+    for k, entry in enumerate(manifest["shards"]):
+        assert entry["file"] == names[k] and entry["tokens"] == len(shards[k])
+        assert entry["documents"] == np.count_nonzero(shards[k] == fineweb.EOT_TOKEN)
+        last_token = 20_000 * k + len(shards[k]) - 1  # where the shard ends in the whole stream
+        document = int(np.searchsorted(starts, last_token, side="right")) - 1
+        assert entry["end"]["document"] == document
+        assert entry["end"]["token"] == last_token + 1 - starts[document]
+    assert sum(e["documents"] for e in manifest["shards"]) == np.count_nonzero(expected[:50_000] == fineweb.EOT_TOKEN)
+
+
+def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
+    shakespeare = require_shared_data(SHAKESPEARE_TXT).read_text(encoding="utf-8")
+    pieces = {"c.txt": shakespeare[:9000], "a.txt": shakespeare[9000:20000], "b.txt": "\n\nShort one.\n"}
+    for name, text in pieces.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    code, stdout, err = run("--data-files", tmp_path / "*.txt", "--output-dir", out, "--tokens", "20K",
+                            "--shard-size", "2K", "--workers", "2")
+    assert code == 0, err
+    expected, _ = token_stream(enc, [pieces[name] for name in sorted(pieces)])
+    assert len(expected) < 20_000
+    shards = fineweb.list_shards(out, "val") + fineweb.list_shards(out, "train")
+    tokens = [np.load(p) for p in shards]
+    assert np.array_equal(np.concatenate(tokens), expected)
+    assert [len(t) for t in tokens[:-1]] == [2000] * (len(tokens) - 1) and 0 < len(tokens[-1]) <= 2000
+    assert "the input ran out before the 20K-token budget" in stdout
+    manifest = manifest_of(out)
+    assert manifest["complete"] and manifest["input_exhausted"]
+    assert run("--verify", out)[0] == 0
+
+
+def test_tokenize_documents_matches_encode_ordinary(enc):
+    texts = ["plain text", "<|endoftext|> is text here, not a special token", "lone \ud800 surrogate", ""]
+    tokens, lengths = fineweb.tokenize_documents(texts)
+    expected, expected_lengths = token_stream(enc, texts)
+    assert tokens.dtype == np.uint16
+    assert np.array_equal(tokens, expected) and np.array_equal(lengths, expected_lengths)
+    # the tokenizer processes get Arrow string arrays (UTF-8, so no lone surrogates there)
+    utf8 = [text for text in texts if "\ud800" not in text]
+    tokens, lengths = fineweb.tokenize_documents(pa.array(utf8))
+    expected, expected_lengths = token_stream(enc, utf8)
+    assert np.array_equal(tokens, expected) and np.array_equal(lengths, expected_lengths)
+
+
+def test_in_flight_work_is_bounded():
+    from concurrent.futures import ThreadPoolExecutor
+
+    pulled = 0
+
+    def batches():
+        nonlocal pulled
+        for i in range(1000):
+            pulled += 1
+            yield fineweb.DocBatch(i, ["some text"], None)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = fineweb.tokenize_in_order(batches(), pool, max_pending=4)
+        first = next(results)
+        assert first[0].first == 0 and pulled <= 4  # Executor.map would have pulled all 1000
+        assert [b.first for b, _, _ in results] == list(range(1, 1000))
+
+
+def test_reference_layout():
+    parse = fineweb.parse_token_count
+    config = fineweb.ShardingConfig(tokens=parse("10B"), shard_size=parse("100M"))
+    assert config.num_shards == 100 and config.shard_tokens(99) == 100_000_000
+    assert fineweb.shard_name(0) == "edufineweb_val_000000.npy"
+    assert fineweb.shard_name(99) == "edufineweb_train_000099.npy"
+    assert fineweb.ShardingConfig(tokens=250, shard_size=100).shard_tokens(2) == 50
+
+
+def test_parse_token_count():
+    assert fineweb.parse_token_count("500K") == 500_000
+    assert fineweb.parse_token_count("100m") == 100_000_000
+    assert fineweb.parse_token_count("10B") == 10_000_000_000
+    assert fineweb.parse_token_count("1.5M") == 1_500_000
+    assert fineweb.parse_token_count("12345") == 12_345
+    for bad in ["", "ten", "5X", "-3", "0", "1.5"]:
+        with pytest.raises(ValueError):
+            fineweb.parse_token_count(bad)
+    code, _, err = run("--tokens", "12Q")
+    assert code == 2 and "not a token count: '12Q'" in err
+
+
+def test_help_lists_every_flag():
+    code, out, _ = run("--help")
+    assert code == 0
+    flags = ["--dataset", "--name", "--split", "--data-files", "--text-column", "--output-dir", "--tokens",
+             "--shard-size", "--workers", "--overwrite", "--verify"]
+    assert all(flag in out for flag in flags)
+    assert "HuggingFaceFW/fineweb-edu" in out and "sample-10BT" in out and "100M" in out and "10M" in out
+
+
+def test_benchmark_tokenizer_ceiling(texts):
+    single = fineweb.benchmark_tokenizer_ceiling(texts[:5], cores=1, min_seconds=0.05)
+    assert 1e4 < single < 1e9
+
+
+# -----------------------------------------------------------------------------
+# reading shards (what train_gpt2.py uses)
+
+
+def test_list_shards_sorted_by_index(tmp_path):
+    for index in [10, 2, 1, 0]:
+        np.save(tmp_path / fineweb.shard_name(index), np.zeros(4, np.uint16))
+    (tmp_path / "notes.npy").write_bytes(b"")
+    assert [p.name for p in fineweb.list_shards(tmp_path, "train")] == [
+        "edufineweb_train_000001.npy", "edufineweb_train_000002.npy", "edufineweb_train_000010.npy"]
+    assert [p.name for p in fineweb.list_shards(str(tmp_path), "val")] == ["edufineweb_val_000000.npy"]
+    with pytest.raises(ValueError):
+        fineweb.list_shards(tmp_path, "test")
+
+
+def test_list_shards_says_how_to_make_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python fineweb.py") as missing:
+        fineweb.list_shards(tmp_path / "nowhere", "train")
+    assert str((tmp_path / "nowhere").resolve()) in str(missing.value)
+    with pytest.raises(FileNotFoundError, match="no train shards.*python fineweb.py"):
+        fineweb.list_shards(tmp_path, "train")
+
+
+def test_open_shard_is_a_uint16_memmap(tmp_path, good_dir):
+    tokens = fineweb.open_shard(good_dir / "edufineweb_val_000000.npy")
+    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and tokens.shape == (20_000,)
+    assert not tokens.flags.writeable
+    np.save(tmp_path / "wide.npy", np.zeros(10, np.int32))
+    with pytest.raises(ValueError, match="wide.npy"):
+        fineweb.open_shard(tmp_path / "wide.npy")
+    np.save(tmp_path / "square.npy", np.zeros((2, 2), np.uint16))
+    with pytest.raises(ValueError, match="square.npy"):
+        fineweb.open_shard(tmp_path / "square.npy")
+
+
+# -----------------------------------------------------------------------------
+# --verify
+
+
+def test_verify_passes_on_good_shards(good_dir):
+    code, out, _ = run("--verify", good_dir)
+    assert code == 0 and "3 shards, 50,000 tokens, all match the manifest" in out
+
+
+def damage_truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def damage_flip_bit(path):
+    data = bytearray(path.read_bytes())
+    data[-7] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def damage_wrong_dtype(path):
+    tokens = np.load(path).astype(np.int32)
+    with open(path, "wb") as f:
+        np.save(f, tokens)
+
+
+def damage_remove(path):
+    path.unlink()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (damage_truncate, "not a readable uint16 shard"),
+    (damage_flip_bit, "sha256 differs"),
+    (damage_wrong_dtype, "int32"),
+    (damage_remove, "missing"),
+])
+def test_verify_finds_a_damaged_shard(tmp_path, good_dir, damage, message):
+    out = tmp_path / "copy"
+    shutil.copytree(good_dir, out)
+    damage(out / "edufineweb_train_000001.npy")
+    code, stdout, _ = run("--verify", out)
+    assert code == 1
+    assert "edufineweb_train_000001.npy: " in stdout and message in stdout
+    assert "1 problem(s)" in stdout
+
+
+def test_verify_finds_extra_and_out_of_vocabulary(tmp_path, good_dir):
+    out = tmp_path / "copy"
+    shutil.copytree(good_dir, out)
+    shutil.copy(out / "edufineweb_train_000002.npy", out / "edufineweb_train_000003.npy")
+    code, stdout, _ = run("--verify", out)
+    assert code == 1 and "edufineweb_train_000003.npy: not in the manifest" in stdout
+    tokens = np.load(out / "edufineweb_train_000002.npy")
+    tokens[5] = 60_000
+    np.save(out / "edufineweb_train_000002.npy", tokens)
+    code, stdout, _ = run("--verify", out)
+    assert code == 1 and "token id 60000 is outside" in stdout
+    assert run("--verify", tmp_path / "nowhere")[0] == 1
+
+
+# -----------------------------------------------------------------------------
+# resuming
+
+BIG = ["--tokens", "3M", "--shard-size", "40K", "--workers", "2"]  # 75 shards
+
+
+@pytest.fixture(scope="module")
+def big_reference(tmp_path_factory, big_parquet):
+    """An uninterrupted run to compare interrupted ones with."""
+    out = tmp_path_factory.mktemp("big_reference") / "out"
+    code, _, err = run("--data-files", big_parquet, "--output-dir", out, *BIG)
+    assert code == 0, err
+    return out
+
+
+def assert_same_output(out, reference):
+    assert shards_of(out) == shards_of(reference)
+    for name in shards_of(reference):
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+    assert manifest_of(out) == manifest_of(reference)
+    assert leftovers(out) == []
+
+
+def wait_for_shards(process, out, count, timeout=120):
+    """Poll until the manifest lists `count` shards (then the run is still going, with more to write)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(manifest_of(out)["shards"]) >= count:
+                return
+        except (OSError, ValueError):
+            pass
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.005)
+    raise AssertionError("no shard appeared")
+
+
+def interrupt_on_shard(monkeypatch, number):
+    """Make np.save raise KeyboardInterrupt (as Ctrl-C would) when it writes the run's `number`-th shard."""
+    real_save, saves = np.save, 0
+
+    def save(file, array, *args, **kwargs):
+        nonlocal saves
+        saves += 1
+        if saves == number:
+            file.write(b"\x93NUMPY partial")
+            raise KeyboardInterrupt
+        return real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(fineweb.np, "save", save)
+
+
+def test_rerun_of_a_complete_directory_does_nothing(corpus, good_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir()}
+    code, out, err = run("--data-files", corpus["parquet"], "--output-dir", good_dir, *SMALL)
+    assert code == 0 and "already complete" in out, err
+    assert {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir()} == before
+
+
+def test_interrupted_runs_resume_exactly(tmp_path, big_parquet, big_reference, monkeypatch):
+    out = tmp_path / "out"
+    args = ["--data-files", big_parquet, "--output-dir", out, *BIG]
+    interrupt_on_shard(monkeypatch, 6)
+    code, _, err = run(*args)
+    assert code == 130 and "rerun the same command" in err
+    assert len(manifest_of(out)["shards"]) == 5 and leftovers(out) == []
+    # what a SIGKILL can leave: temporaries, and a shard renamed into place that the manifest doesn't list yet
+    (out / "edufineweb_train_000005.npy").write_bytes(b"not listed in the manifest")
+    (out / "edufineweb_train_000006.npy.tmp").write_bytes(b"stale")
+    (out / "manifest.json.tmp").write_bytes(b"stale")
+    interrupt_on_shard(monkeypatch, 40)  # the resumed run is interrupted too, far from where it started
+    assert run(*args)[0] == 130
+    assert len(manifest_of(out)["shards"]) == 44
+    monkeypatch.undo()
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    assert "75 shards (1 val + 74 train), 3,000,000 tokens" in stdout and "this run: 1,240,000 tokens" in stdout
+    assert_same_output(out, big_reference)
+
+
+def test_resume_refuses_when_the_input_changed(tmp_path, texts, monkeypatch):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    out = tmp_path / "out"
+    interrupt_on_shard(monkeypatch, 3)
+    assert run("--data-files", data, "--output-dir", out, *SMALL)[0] == 130
+    monkeypatch.undo()
+    data.write_text("".join(json.dumps({"text": t.upper()}) + "\n" for t in texts))
+    code, _, err = run("--data-files", data, "--output-dir", out, *SMALL)
+    assert code == 1 and "the input changed" in err and "--overwrite" in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_byte_identical(tmp_path, big_parquet, big_reference, sig):
+    out = tmp_path / "out"
+    args = ["--data-files", big_parquet, "--output-dir", out, *BIG]
+    process = run_script(*args)
+    wait_for_shards(process, out, 2)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)  # returns once the tokenizer processes, too, have exited
+    partial = manifest_of(out)
+    assert not partial["complete"] and 2 <= len(partial["shards"]) < 75
+    if sig == signal.SIGINT:
+        assert process.returncode == 130 and "rerun the same command" in err and "Traceback" not in err
+        assert leftovers(out) == []
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    assert_same_output(out, big_reference)
+
+
+# -----------------------------------------------------------------------------
+# bad input: a clear message, a non-zero exit, nothing half-written
+
+
+def assert_error(code, err, *fragments):
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert any(line.startswith("error: ") for line in err.splitlines()), err  # after a progress bar, perhaps
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+def assert_nothing_written(out):
+    """A run that fails before its first shard leaves no shard, manifest or temporary file behind."""
+    assert not Path(out).exists() or list(Path(out).iterdir()) == []
+
+
+def test_unknown_dataset_offline_points_to_data_files(tmp_path):
+    process = run_script("--dataset", "nobody/no-such-dataset-xyz", "--output-dir", tmp_path / "out",
+                         env={"HF_HUB_OFFLINE": "1"})
+    _, err = process.communicate(timeout=120)
+    assert_error(process.returncode, err, "nobody/no-such-dataset-xyz", "--data-files", "HF_HUB_OFFLINE=1")
+    assert_nothing_written(tmp_path / "out")
+
+
+def test_no_file_matches(tmp_path):
+    code, _, err = run("--data-files", tmp_path / "*.parquet", "--output-dir", tmp_path / "out", *SMALL)
+    assert_error(code, err, "no file matches --data-files", "*.parquet")
+    assert not (tmp_path / "out").exists()
+
+
+def test_mixed_and_unknown_file_kinds(tmp_path, corpus):
+    (tmp_path / "a.parquet").write_bytes(Path(corpus["jsonl"]).read_bytes())
+    (tmp_path / "b.jsonl").write_bytes(Path(corpus["jsonl"]).read_bytes())
+    (tmp_path / "c.xml").write_text("<doc/>")
+    code, _, err = run("--data-files", tmp_path / "*", "--output-dir", tmp_path / "out", *SMALL)
+    assert_error(code, err, "mixes")
+    code, _, err = run("--data-files", tmp_path / "*.xml", "--output-dir", tmp_path / "out", *SMALL)
+    assert_error(code, err, "cannot read .xml files")
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_missing_text_column_names_the_columns(tmp_path, corpus, kind):
+    out = tmp_path / "out"
+    code, _, err = run("--data-files", corpus[kind], "--text-column", "body", "--output-dir", out, *SMALL)
+    assert_error(code, err, "no column 'body'", "--text-column")
+    assert ("text, id" in err) if kind == "parquet" else ("text, score, reasoning, decision, error" in err)
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("bad, kind", [(4, "int"), (None, "NoneType"), (["a list"], "list")])
+def test_non_string_text_names_the_document(tmp_path, bad, kind):
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["one", "two", "three", bad, "five"]))
+    out = tmp_path / "out"
+    code, _, err = run("--data-files", data, "--output-dir", out, *SMALL)
+    assert_error(code, err, f"document 3: column 'text' holds {kind}, not text")
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("name, content", [("empty.jsonl", ""), ("header_only.csv", "text\n")])
+def test_empty_input(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    out = tmp_path / "out"
+    code, _, err = run("--data-files", tmp_path / name, "--output-dir", out, *SMALL)
+    assert_error(code, err, "no documents")
+    assert_nothing_written(out)
+
+
+@pytest.mark.parametrize("tokens", ["5K", "20K"])
+def test_budget_of_at_most_one_shard(tmp_path, corpus, tokens):
+    out = tmp_path / "out"
+    code, _, err = run("--data-files", corpus["jsonl"], "--output-dir", out, "--tokens", tokens, "--shard-size", "20K")
+    assert_error(code, err, "--shard-size", "validation")
+    assert not out.exists()
+
+
+def test_unwritable_output_dir(tmp_path, corpus):
+    (tmp_path / "a_file").write_text("")
+    code, _, err = run("--data-files", corpus["jsonl"], "--output-dir", tmp_path / "a_file" / "out", *SMALL)
+    assert_error(code, err, "cannot write to the output directory")
+
+
+def test_other_settings_are_refused_unless_overwrite(tmp_path, corpus, good_dir):
+    out = tmp_path / "out"
+    shutil.copytree(good_dir, out)
+    args = ["--data-files", corpus["parquet"], "--output-dir", out, "--tokens", "60K", "--shard-size", "20K"]
+    code, _, err = run(*args)
+    assert_error(code, err, "other settings", "tokens: 50000 there, 60000 here", "--overwrite")
+    assert shards_of(out) == shards_of(good_dir)
+    code, stdout, err = run(*args, "--overwrite")
+    assert code == 0, err
+    assert len(shards_of(out)) == 3 and manifest_of(out)["settings"]["tokens"] == 60_000
+    (out / "manifest.json").unlink()
+    code, _, err = run(*args)
+    assert_error(code, err, "holds shards but no manifest.json")
+
+
+def test_disk_full_leaves_a_consistent_directory(tmp_path, corpus, good_dir, monkeypatch):
+    out = tmp_path / "out"
+    real_save, saves = np.save, 0
+
+    def save_until_disk_full(file, array, *args, **kwargs):
+        nonlocal saves
+        saves += 1
+        if saves == 3:
+            file.write(b"\x93NUMPY partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(fineweb.np, "save", save_until_disk_full)
+    args = ["--data-files", corpus["parquet"], "--output-dir", out, *SMALL]
+    code, _, err = run(*args)
+    assert_error(code, err, "No space left on device", "edufineweb_train_000002.npy", "rerun")
+    assert shards_of(out) == ["edufineweb_train_000001.npy", "edufineweb_val_000000.npy"] and leftovers(out) == []
+    listed = [entry["file"] for entry in manifest_of(out)["shards"]]
+    assert listed == ["edufineweb_val_000000.npy", "edufineweb_train_000001.npy"]
+    monkeypatch.undo()
+    code, stdout, err = run(*args)
+    assert code == 0, err
+    assert_same_output(out, good_dir)

@@ -1,0 +1,389 @@
+"""train_gpt2.py on the CPU: learning, schedule, loader, DDP against one process, resume against an
+uninterrupted run, compile, and bad input."""
+
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt2
+from conftest import ROOT
+from gpt2 import GPT, load_checkpoint, load_model, preset_config
+from train_gpt2 import TokenStream, TrainLoader, learning_rate, train_step
+
+TRAIN = str(ROOT / "train_gpt2.py")
+# 1024-token steps of a tiny model: 4 micro-steps of 4 x 64 tokens in one process, 2 in each of two.
+TINY = [
+    "--model", "tiny", "--device", "cpu", "--total-batch-size", "1024", "--micro-batch-size", "4",
+    "--seq-len", "64", "--max-lr", "3e-3", "--val-tokens", "1024", "--hellaswag-every", "0", "--sample-every", "0",
+]  # fmt: skip
+
+
+def torchrun(nproc: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *extra]
+
+
+def run_train(args, launcher=(sys.executable,), timeout=300):
+    result = subprocess.run([*launcher, TRAIN, *args], capture_output=True, text=True, timeout=timeout, env=_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def read_log(log_dir) -> dict[tuple[int, str], float]:
+    entries = {}
+    for line in (Path(log_dir) / "log.txt").read_text().splitlines():
+        step, kind, value = line.split()
+        assert (int(step), kind) not in entries, f"duplicate log line {line!r}"
+        entries[int(step), kind] = float(value)
+    return entries
+
+
+def final_weights(log_dir, step):
+    return load_checkpoint(Path(log_dir) / f"model_{step:05d}.pt")["model"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------------------------
+# schedule, step, loader
+
+
+def test_learning_rate_schedule():
+    lr = lambda step: learning_rate(step, max_lr=6e-4, min_lr=6e-5, warmup_steps=715, max_steps=19073)  # noqa: E731
+    assert lr(0) == pytest.approx(6e-4 / 715)
+    assert lr(714) == pytest.approx(6e-4)  # warmup ends at the peak
+    assert lr(715) == pytest.approx(6e-4)  # and the cosine starts there
+    assert lr((715 + 19073) // 2) == pytest.approx(3.3e-4, rel=1e-3)  # halfway down: (max + min) / 2
+    assert lr(19073) == pytest.approx(6e-5)
+    assert lr(30000) == pytest.approx(6e-5)
+    steps = [lr(s) for s in range(715, 19074, 97)]
+    assert all(a >= b for a, b in zip(steps, steps[1:]))
+
+
+def test_default_warmup_is_the_reference_fraction_of_the_run(fineweb_shards):
+    config = train_gpt2.parse_config(["--data-dir", str(fineweb_shards), "--hellaswag-every", "0"])
+    plan = train_gpt2.make_plan(config, world_size=8, device=torch.device("cpu"))
+    assert (plan.max_steps, plan.warmup_steps, plan.grad_accum_steps) == (19073, 715, 1)
+    assert plan.min_lr == pytest.approx(6e-5)
+    config = train_gpt2.parse_config(
+        ["--data-dir", str(fineweb_shards), "--max-steps", "auto", "--total-batch-size", "1024", "--seq-len", "64",
+         "--micro-batch-size", "4", "--hellaswag-every", "0"]
+    )  # fmt: skip
+    plan = train_gpt2.make_plan(config, world_size=1, device=torch.device("cpu"))
+    train_tokens = 4 * 16_000
+    assert plan.max_steps == train_tokens // 1024
+    assert plan.warmup_steps == round(plan.max_steps * 715 / 19073)
+    assert plan.epochs == pytest.approx(plan.max_steps * 1024 / train_tokens)
+
+
+def test_gradient_accumulation_equals_the_big_batch():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 50257, (8, 33))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+
+    def one_step(micro_batch: int) -> tuple[float, dict]:
+        torch.manual_seed(1)
+        model = GPT(preset_config("tiny"))
+        optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
+        batches = iter([(x[i : i + micro_batch], y[i : i + micro_batch]) for i in range(0, 8, micro_batch)])
+        loss, _ = train_step(model, optimizer, lambda: next(batches), 8 // micro_batch, 1e-3, 0.0,
+                             torch.device("cpu"), torch.float32)  # fmt: skip
+        return loss.item(), {name: p.grad for name, p in model.named_parameters()}
+
+    big_loss, big = one_step(8)
+    accumulated_loss, accumulated = one_step(2)
+    assert accumulated_loss == pytest.approx(big_loss, rel=1e-6)
+    for name in big:
+        torch.testing.assert_close(accumulated[name], big[name], rtol=1e-4, atol=1e-8)
+
+
+def test_a_single_batch_is_overfit(fineweb_shards):
+    tokens = torch.from_numpy(TokenStream([np.load(p) for p in sorted(fineweb_shards.glob("*train*.npy"))]).read(0, 65))
+    x, y = tokens[:-1].view(1, 64), tokens[1:].view(1, 64)
+    torch.manual_seed(0)
+    model = GPT(preset_config("tiny"))
+    optimizer = model.configure_optimizers(0.0, 3e-3, verbose=False)
+    losses = [
+        train_step(model, optimizer, lambda: (x, y), 1, 3e-3, 1.0, torch.device("cpu"), torch.float32)[0].item()
+        for _ in range(150)
+    ]
+    assert losses[0] > 10
+    assert losses[-1] < 0.05
+
+
+def make_shards(directory: Path, lengths: list[int]) -> list[np.ndarray]:
+    """Train shards whose tokens are their position in the whole stream, so a batch tells where it came from."""
+    directory.mkdir()
+    np.save(directory / "edufineweb_val_000000.npy", np.zeros(100, dtype=np.uint16))
+    start, shards = 0, []
+    for i, n in enumerate(lengths, start=1):
+        shard = np.arange(start, start + n, dtype=np.uint16)
+        np.save(directory / f"edufineweb_train_{i:06d}.npy", shard)
+        shards.append(shard)
+        start += n
+    return shards
+
+
+def test_loader_ranks_read_disjoint_data_and_every_token_once_per_epoch(tmp_path):
+    make_shards(tmp_path / "d", [1000, 37, 1267, 256])  # 2560 tokens = 5 micro-steps of 2 ranks x 4 x 64
+    loaders = [TrainLoader(str(tmp_path / "d"), 4, 64, rank, 2, torch.device("cpu")) for rank in range(2)]
+    seen = {0: [], 1: []}
+    for _ in range(5):
+        for rank, loader in enumerate(loaders):
+            x, y = loader.next_batch()
+            assert x.shape == y.shape == (4, 64) and x.dtype == torch.long
+            assert torch.equal(y.flatten()[:-1], x.flatten()[1:])  # targets are the next tokens
+            seen[rank].append(x.flatten())
+    rank0, rank1 = torch.cat(seen[0]), torch.cat(seen[1])
+    assert not set(rank0.tolist()) & set(rank1.tolist())
+    assert sorted(torch.cat([rank0, rank1]).tolist()) == list(range(2560))  # across all shard ends
+    assert loaders[0].state_dict() == {"epoch": 1, "position": 0, "epoch_tokens": 2560}
+    x, _ = loaders[0].next_batch()
+    assert x[0, 0] == 0  # the second epoch starts over
+
+
+def test_loader_wraps_across_epochs_and_resumes_from_its_state(tmp_path):
+    make_shards(tmp_path / "d", [300, 200])
+    loader = TrainLoader(str(tmp_path / "d"), 2, 64, 0, 1, torch.device("cpu"))
+    stream = [loader.next_batch()[0].flatten() for _ in range(7)]  # 896 tokens: into the second epoch
+    assert torch.cat(stream).tolist() == (list(range(500)) + list(range(500)))[:896]
+    resumed = TrainLoader(str(tmp_path / "d"), 2, 64, 0, 1, torch.device("cpu"))
+    resumed.load_state_dict(loader.state_dict())
+    assert torch.equal(resumed.next_batch()[0], loader.next_batch()[0])
+
+
+def test_loader_shuffle_is_seeded_and_changes_every_epoch(tmp_path):
+    make_shards(tmp_path / "d", [128] * 8)
+
+    def epoch_orders(seed):
+        loader = TrainLoader(str(tmp_path / "d"), 1, 128, 0, 1, torch.device("cpu"), shuffle_seed=seed)
+        return [[int(loader.next_batch()[0][0, 0]) // 128 for _ in range(8)] for _ in range(3)]
+
+    orders = epoch_orders(1337)
+    assert orders == epoch_orders(1337)
+    assert all(sorted(order) == list(range(8)) for order in orders)
+    assert len({tuple(order) for order in orders}) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# whole runs
+
+
+def test_tiny_model_learns_on_real_text(fineweb_shards, tmp_path, capsys):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--max-steps", "40",
+            "--eval-every", "20", "--val-tokens", "4096"]  # fmt: skip
+    assert train_gpt2.main(args) == 0
+    log = read_log(tmp_path / "log")
+    first, last = log[0, "train"], np.mean([log[s, "train"] for s in range(35, 40)])
+    assert first > 10.5 and last < first - 2.5
+    assert log[40, "val"] < log[0, "val"] - 2.0
+    out = capsys.readouterr().out
+    assert "40 steps, 40,960 tokens, 0.64 epochs over 64,000 train tokens" in out
+    assert "saved" in out and (tmp_path / "log" / "model_00040.pt").is_file()
+
+
+def test_checkpoint_loads_safely_and_samples(fineweb_shards, tmp_path):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "2"]
+    assert train_gpt2.main(args) == 0
+    path = tmp_path / "model_00002.pt"
+    raw = torch.load(path, weights_only=True)  # no code runs when loading
+    assert raw["step"] == 2 and raw["loader"]["position"] == 2 * 1024
+    assert raw["train_config"]["total_batch_size"] == 1024
+    model = load_model(str(path))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    torch.testing.assert_close(model.state_dict()["transformer.h.0.attn.c_attn.weight"], raw["model"]["transformer.h.0.attn.c_attn.weight"])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "gpt2.py"), "--init-from", str(path), "--num-samples", "2", "--max-new-tokens", "8",
+         "--device", "cpu"], capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("Hello, I'm a language model,") == 2
+
+
+@pytest.fixture(scope="module")
+def reference_run(fineweb_shards, tmp_path_factory):
+    """An uninterrupted 12-step run in one process (4 micro-steps per step), evaluated every 4 steps."""
+    log_dir = tmp_path_factory.mktemp("reference")
+    run_train([*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(log_dir), "--max-steps", "12",
+               "--eval-every", "4", "--checkpoint-every", "3"])  # fmt: skip
+    return log_dir
+
+
+RESUME_ARGS = ["--max-steps", "12", "--eval-every", "4", "--checkpoint-every", "3"]
+
+
+def assert_same_run(log_dir, reference_dir, exact: bool):
+    log, reference = read_log(log_dir), read_log(reference_dir)
+    assert log.keys() == reference.keys()
+    weights, reference_weights = final_weights(log_dir, 12), final_weights(reference_dir, 12)
+    for key, value in reference.items():
+        assert log[key] == value if exact else log[key] == pytest.approx(value, rel=1e-4), key
+    for name, tensor in reference_weights.items():
+        if exact:
+            assert torch.equal(weights[name], tensor), name
+        else:
+            torch.testing.assert_close(weights[name], tensor, rtol=1e-3, atol=1e-5)
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run_bitwise(fineweb_shards, reference_run, tmp_path):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    process = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL, env=_env())
+    deadline = time.time() + 120
+    while not (tmp_path / "model_00003.pt").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    assert (tmp_path / "model_00003.pt").exists() and not (tmp_path / "model_00012.pt").exists()
+    result = run_train(args)
+    assert "resumed from" in result.stdout
+    assert_same_run(tmp_path, reference_run, exact=True)
+
+
+def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(fineweb_shards, reference_run, tmp_path):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    process = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.PIPE, text=True, env=_env())
+    deadline = time.time() + 120
+    while not (tmp_path / "log.txt").exists() or "4 train" not in (tmp_path / "log.txt").read_text():
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 0
+    assert "stopped by a signal" in out
+    stopped_at = max(int(p.stem.split("_")[1]) for p in tmp_path.glob("model_*.pt"))
+    assert 5 <= stopped_at < 12
+    run_train(args)
+    assert_same_run(tmp_path, reference_run, exact=True)
+
+
+def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(fineweb_shards, reference_run, tmp_path):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    result = run_train(args, launcher=torchrun(2, "--standalone"))
+    assert "2 processes x 2 accumulation steps" in result.stdout
+    assert result.stdout.count("saved") == 4  # only rank 0 prints and writes
+    assert_same_run(tmp_path, reference_run, exact=False)  # includes the val losses: any world size
+
+
+def test_two_nodes_on_loopback_train_like_one_node_of_two(fineweb_shards, reference_run, tmp_path):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    port = free_port()
+    nodes = [
+        subprocess.Popen(
+            [*torchrun(1, "--nnodes=2", f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}"),
+             TRAIN, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+        )  # fmt: skip
+        for rank in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert "2 processes x 2 accumulation steps" in outputs[0]
+    assert_same_run(tmp_path, reference_run, exact=False)
+
+
+def test_compiled_run_trains_evaluates_and_samples_without_recompiling(fineweb_shards, hellaswag_dir, tmp_path, capsys):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "6", "--compile",
+            "--eval-every", "2", "--hellaswag-every", "2", "--sample-every", "2",
+            "--hellaswag-data-dir", str(hellaswag_dir)]  # fmt: skip
+    assert train_gpt2.main(args) == 0
+    log = read_log(tmp_path)
+    assert {(s, kind) for s in (0, 2, 4, 6) for kind in ("val", "hella")} <= log.keys()
+    assert capsys.readouterr().out.count("sample 3:") == 4
+    # Four rounds of evaluation; a recompile per call would add a graph or more each round.
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert 0 < graphs <= 8, dict(torch._dynamo.utils.counters["stats"])
+    torch._dynamo.reset()
+
+
+# ----------------------------------------------------------------------------------------------
+# failure
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(fineweb_shards, tmp_path, capsys):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--checkpoint-every", "2"]
+    assert train_gpt2.main([*args, "--max-steps", "2"]) == 0
+    path = tmp_path / "model_00002.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model"]["transformer.h.0.mlp.c_fc.weight"][0, 0] = math.nan  # a corrupted weight
+    torch.save(checkpoint, path)
+    capsys.readouterr()
+    assert train_gpt2.main([*args, "--max-steps", "6"]) == 1
+    assert "the loss is nan at step 2" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.glob("model_*.pt")) == ["model_00002.pt"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "gpt5"], "unknown model preset 'gpt5'"),
+        (["--total-batch-size", "1000"], "use --total-batch-size 1024"),
+        (["--seq-len", "512"], "exceeds the tiny model's block_size 256"),
+        (["--max-lr", "-1"], "--max-lr must be positive"),
+        (["--micro-batch-size", "0"], "--micro-batch-size must be positive"),
+        (["--min-lr-ratio", "2"], "--min-lr-ratio must lie in [0, 1]"),
+        (["--dtype", "fp16"], "--dtype fp16: choose one of bf16, fp32"),
+        (["--resume", "nowhere.pt"], "no such checkpoint file"),
+        (["--hellaswag-every", "5", "--hellaswag-data-dir", "/nonexistent/hs"], "--hellaswag-every 0"),
+        (["--device", "cuda"], "CUDA is not available"),
+    ],
+)
+def test_bad_input_is_a_clear_error(fineweb_shards, tmp_path, capsys, extra, message):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--max-steps", "3", *extra]
+    env = {"HF_HUB_OFFLINE": "1"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        assert train_gpt2.main(args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err
+    assert not (tmp_path / "log").exists()
+
+
+def test_missing_data_says_to_run_fineweb(tmp_path, capsys):
+    for data_dir in (tmp_path / "missing", tmp_path):
+        assert train_gpt2.main([*TINY, "--data-dir", str(data_dir)]) == 2
+        assert "python fineweb.py" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_model_is_refused(fineweb_shards, tmp_path, capsys):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "1"]
+    assert train_gpt2.main(args) == 0
+    assert train_gpt2.main([*args, "--vocab-size", "50257", "--max-steps", "2"]) == 2
+    assert "holds a different model" in capsys.readouterr().err
+
+
+def test_help_lists_every_config_field(capsys):
+    with pytest.raises(SystemExit):
+        train_gpt2.parse_config(["--help"])
+    out = capsys.readouterr().out
+    for field in train_gpt2.TrainConfig.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in out
+    assert "--no-compile" in out and "--no-shuffle" in out
+
+
+def test_defaults_are_the_reference_run():
+    config = train_gpt2.parse_config([])
+    assert (config.total_batch_size, config.micro_batch_size, config.seq_len) == (524288, 64, 1024)
+    assert (config.max_lr, config.min_lr_ratio, config.max_steps, config.warmup_steps) == (6e-4, 0.1, 19073, None)
+    assert (config.weight_decay, config.beta1, config.beta2, config.grad_clip) == (0.1, 0.9, 0.95, 1.0)
+    assert (config.vocab_size, config.model, config.eval_every, config.val_tokens) == (50304, "gpt2", 250, 10485760)
+    assert (config.checkpoint_every, config.seed, config.shuffle) == (5000, 1337, False)
