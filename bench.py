@@ -9,15 +9,17 @@ device synchronised; rungs that change nothing on this device are reported as su
     python bench.py                                   # gpt2 124M, micro-batch 64 x 1024 (a GPU)
     python bench.py --model tiny --device cpu         # a quick look on a laptop
     python bench.py --rungs final --profile           # the full setup only, with a kernel profile
-    python bench.py --model tiny --device cpu --data-files corpus.jsonl   # plus the data path
+    python bench.py --model tiny --device cpu --data-files corpus.jsonl   # plus fineweb.py's speed
+    python bench.py --model tiny --device cpu --hellaswag-examples 200    # plus HellaSwag scoring
 
-The table is Markdown, ready for BENCHMARKS.md.
+The loader's time per micro-batch is always measured. The table is Markdown, ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import resource
 import sys
@@ -27,9 +29,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import tiktoken
 import torch
 
 import fineweb
+import hellaswag
 import runtime as rt
 from gpt2 import GPT, preset_config
 from train_gpt2 import TrainLoader, train_step
@@ -195,12 +199,38 @@ def first_documents(config: fineweb.ShardingConfig, count: int) -> list[str]:
     return texts[:count]
 
 
+def time_hellaswag(args: argparse.Namespace, device: torch.device) -> dict[int, float]:
+    """Examples/s of hellaswag.evaluate one example per forward pass and 16 per pass, on synthetic
+    examples as long as HellaSwag's (contexts of 60-100 tokens, endings of 10-30)."""
+    enc = tiktoken.get_encoding("gpt2")
+    rng = np.random.default_rng(0)
+
+    def text(low: int, high: int) -> str:
+        return enc.decode(rng.integers(256, 20_000, rng.integers(low, high)).tolist())
+
+    torch.manual_seed(0)
+    model = GPT(preset_config(args.model)).to(device)
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "synthetic.jsonl"
+        with path.open("w") as f:
+            for _ in range(args.hellaswag_examples):
+                example = {"ctx": text(60, 100), "endings": [text(10, 30) for _ in range(4)], "label": int(rng.integers(4))}
+                f.write(json.dumps(example) + "\n")
+        hellaswag.evaluate(model, device, limit=2, data_file=path)  # warm-up (the rendering is not cached: limit differs)
+        for batch_size in (1, 16):
+            start = time.perf_counter()
+            hellaswag.evaluate(model, device, batch_size=batch_size, data_file=path)
+            rates[batch_size] = args.hellaswag_examples / (time.perf_counter() - start)
+    return rates
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", default="gpt2", help="model preset: gpt2, gpt2-medium, ..., small, tiny")
-    parser.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 8 off CUDA)")
+    parser.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 4 off CUDA)")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: 1024, or 256 off CUDA)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--device", default="auto", help=rt.DEVICE_HELP)
     parser.add_argument("--rungs", choices=("all", "final"), default="all", help="the whole ladder, or only its last rung")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per rung (default: 10, or 3 off CUDA)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (compilation happens here)")
@@ -209,6 +239,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-files", nargs="+", default=[], metavar="FILE",
                         help="also time fineweb.py on these local files against the tokenizer's ceiling")  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="fineweb.py workers for --data-files")
+    parser.add_argument("--hellaswag-examples", type=int, default=0,
+                        help="also time HellaSwag scoring, batched and one example at a time, on this many synthetic examples")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -221,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     on_gpu = device.type == "cuda"
-    args.micro_batch_size = args.micro_batch_size or (64 if on_gpu else 8)
+    args.micro_batch_size = args.micro_batch_size or (64 if on_gpu else 4)
     args.seq_len = args.seq_len or (1024 if on_gpu else 256)
     args.steps = args.steps or (10 if on_gpu else 3)
     name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores)"
@@ -255,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"fineweb.py: {tokens_per_second:,.0f} tokens/s = {tokens_per_second / ceiling:.0%} of the ceiling "
             f"{ceiling:,.0f} (single-thread encode_ordinary x {args.workers}); peak RSS {rss / 2**20:,.0f} MiB"
+        )
+    if args.hellaswag_examples:
+        rates = time_hellaswag(args, device)
+        print(
+            f"HellaSwag ({args.model}, {args.hellaswag_examples} examples): {rates[1]:.1f} examples/s one at a time, "
+            f"{rates[16]:.1f} examples/s 16 per forward pass ({rates[16] / rates[1]:.2f}x)"
         )
     return 0
 

@@ -527,7 +527,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens")
     parser.add_argument("--temperature", type=float, default=1.0, help="divide logits by this before sampling")
     parser.add_argument("--seed", type=int, default=42, help="seed of the sampling generator")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
     return parser.parse_args(argv)
 
 

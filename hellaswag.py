@@ -35,7 +35,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from gpt2 import load_model
-from runtime import DTYPES, autocast, start, stop
+from runtime import DEVICE_HELP, DTYPES, autocast, start, stop
 
 DATA_URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_{split}.jsonl"
 SPLIT_SIZES = {"train": 39905, "val": 10042, "test": 10003}  # examples per official file
@@ -321,7 +321,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N examples; all when not given")
     parser.add_argument("--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps, or auto (cuda, then mps, then cpu)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--dtype", default="auto", choices=("auto", *DTYPES), help="autocast precision; auto: bf16 on CUDA, else fp32"
     )

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 
 @dataclass(frozen=True)

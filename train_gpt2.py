@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import tiktoken
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -96,7 +97,7 @@ class TrainConfig:
     checkpoint_every: int = _option(5000, "steps between checkpoints (0: only at the end); one is always written last")
     resume: str = _option("auto", "auto (the latest checkpoint in log_dir, if any), none, or a checkpoint path")
     # how to run
-    device: str = _option("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    device: str = _option("auto", rt.DEVICE_HELP)
     dtype: str | None = _option(None, "bf16 or fp32 autocast (default: bf16 on CUDA, fp32 elsewhere)")
     compile: bool | None = _option(None, "torch.compile the model (default: on for CUDA)")
 
@@ -550,124 +551,140 @@ class StopSignal:
 # The run
 
 
-def train(config: TrainConfig, plan: Plan, runtime: rt.Runtime) -> int:
-    """Train according to plan; returns the process exit code."""
-    device, master = runtime.device, runtime.is_master
-    say = print if master else (lambda *args, **kwargs: None)
-    torch.manual_seed(config.seed)
-    torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
+class Trainer:
+    """One training run: the model, its optimizer and data, and what happens at each step."""
 
-    raw_model = GPT(plan.model_config).to(device)
-    say(describe_plan(config, plan, raw_model.num_parameters()))
-    optimizer = raw_model.configure_optimizers(
-        config.weight_decay, config.max_lr, (config.beta1, config.beta2), config.eps, device.type, verbose=master
-    )
-    loader = TrainLoader(
-        config.data_dir, config.micro_batch_size, config.seq_len, runtime.rank, runtime.world_size, device,
-        shuffle_seed=config.seed if config.shuffle else None,
-    )
-    val = TokenStream([fineweb.open_shard(p) for p in fineweb.list_shards(config.data_dir, "val")]) if plan.val_tokens else None
+    def __init__(self, config: TrainConfig, plan: Plan, runtime: rt.Runtime) -> None:
+        self.config, self.plan, self.runtime = config, plan, runtime
+        self.device = runtime.device
+        self.say = print if runtime.is_master else (lambda *args, **kwargs: None)
+        torch.manual_seed(config.seed)
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
 
-    start_step, evals_done = 0, False
-    resume_from = find_resume_checkpoint(config)
-    if resume_from is not None:
-        checkpoint = load_checkpoint(resume_from, map_location=device)
-        if checkpoint["model_config"] != asdict(plan.model_config):
+        self.raw_model = GPT(plan.model_config).to(self.device)
+        self.say(describe_plan(config, plan, self.raw_model.num_parameters()))
+        self.optimizer = self.raw_model.configure_optimizers(
+            config.weight_decay, config.max_lr, (config.beta1, config.beta2), config.eps, self.device.type,
+            verbose=runtime.is_master,
+        )
+        self.loader = TrainLoader(
+            config.data_dir, config.micro_batch_size, config.seq_len, runtime.rank, runtime.world_size, self.device,
+            shuffle_seed=config.seed if config.shuffle else None,
+        )
+        self.val = None
+        if plan.val_tokens:
+            self.val = TokenStream([fineweb.open_shard(p) for p in fineweb.list_shards(config.data_dir, "val")])
+        self.start_step, self.evals_done = 0, False
+        resume_from = find_resume_checkpoint(config)
+        if resume_from is not None:
+            self.resume(resume_from)
+        self.log = RunLog(config.log_dir, runtime.is_master, self.start_step if resume_from else None, self.evals_done)
+        # The compiled model serves training and evaluation; DDP wraps it for training only.
+        self.model = torch.compile(self.raw_model) if plan.compile else self.raw_model
+        self.ddp_model = self.model
+        if runtime.distributed:
+            self.ddp_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.tokenizer = tiktoken.get_encoding("gpt2") if plan.sample_every else None
+
+    def resume(self, path: Path) -> None:
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint["model_config"] != asdict(self.plan.model_config):
             raise ConfigError(
-                f"{resume_from} holds a different model ({checkpoint['model_config']}); resume with its "
+                f"{path} holds a different model ({checkpoint['model_config']}); resume with its "
                 "--model and --vocab-size, or start over with --resume none"
             )
-        raw_model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        loader.load_state_dict(checkpoint["loader"])
+        self.raw_model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.loader.load_state_dict(checkpoint["loader"])
         set_rng_state(checkpoint["rng"])
-        start_step, evals_done = checkpoint["step"], checkpoint["evals_done"]
-        say(f"resumed from {resume_from} at step {start_step}")
-        del checkpoint
-    log = RunLog(config.log_dir, master, start_step if resume_from else None, evals_done)
+        self.start_step, self.evals_done = checkpoint["step"], checkpoint["evals_done"]
+        self.say(f"resumed from {path} at step {self.start_step}")
 
-    model = torch.compile(raw_model) if plan.compile else raw_model
-    ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if runtime.distributed else model
-    tokenizer = _gpt2_tokenizer() if plan.sample_every else None
+    def run(self) -> int:
+        """Evaluate, checkpoint and train, step after step; returns the process exit code."""
+        plan, config = self.plan, self.config
+        stop = StopSignal()
+        try:
+            for step in range(self.start_step, plan.max_steps + 1):
+                if step > self.start_step or not self.evals_done:
+                    self.evaluate(step)
+                last = step == plan.max_steps
+                if step > self.start_step and (last or (config.checkpoint_every and step % config.checkpoint_every == 0)):
+                    self.save(step, evals_done=True)
+                if last:
+                    return 0
+                if not self.train(step):
+                    return 1
+                if stop.agreed(self.runtime):
+                    self.save(step + 1, evals_done=False)
+                    self.say(f"stopped by a signal after step {step}; rerun the same command to resume")
+                    return 0
+        finally:
+            stop.restore()
+        return 0
 
-    def save(step: int, evals_done: bool) -> None:
-        if master:
-            path = checkpoint_path(config.log_dir, step)
+    def due(self, every: int, step: int) -> bool:
+        """At each multiple of `every` steps (0: never), and at the last step."""
+        return every > 0 and (step % every == 0 or step == self.plan.max_steps)
+
+    def evaluate(self, step: int) -> None:
+        """Whichever of val loss, HellaSwag and samples are due at this step."""
+        plan, config, runtime = self.plan, self.config, self.runtime
+        if plan.val_tokens and (self.due(config.eval_every, step) or step == plan.max_steps):
+            self.model.eval()
+            loss = validation_loss(
+                self.model, self.val, plan.val_tokens, config.micro_batch_size, config.seq_len, runtime, plan.dtype
+            )
+            self.model.train()
+            self.say(f"step {step:5d} | val loss {loss:.4f}")
+            self.log.write(step, "val", loss)
+        if self.due(plan.hellaswag_every, step):
+            correct_norm, _, total = hellaswag.evaluate(
+                self.model, self.device, runtime.rank, runtime.world_size, limit=config.hellaswag_limit,
+                data_dir=config.hellaswag_data_dir, dtype=plan.dtype,
+            )
+            self.say(f"step {step:5d} | HellaSwag acc_norm {correct_norm}/{total} = {correct_norm / total:.4f}")
+            self.log.write(step, "hella", correct_norm / total)
+        if self.tokenizer is not None and self.due(plan.sample_every, step):
+            # The uncompiled model: every new length would be a new shape to compile, and a few
+            # dozen small forward passes gain nothing from compilation.
+            generator = torch.Generator(device=self.device).manual_seed(config.seed + runtime.rank)
+            for i, text in enumerate(sample_texts(self.raw_model, self.tokenizer, SAMPLE_PROMPT, 4, 32, generator)):
+                self.say(f"sample {i}: {text}")
+
+    def train(self, step: int) -> bool:
+        """One optimizer step, logged; False if the loss is not finite."""
+        config, plan = self.config, self.plan
+        t0 = time.perf_counter()
+        lr = learning_rate(step, config.max_lr, plan.min_lr, plan.warmup_steps, plan.max_steps)
+        loss, norm = train_step(
+            self.ddp_model, self.optimizer, self.loader.next_batch, plan.grad_accum_steps, lr, config.grad_clip,
+            self.device, plan.dtype,
+        )
+        loss = rt.all_reduce_mean(loss, self.runtime).item()  # waits for the step to finish on the device
+        dt = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            self.say(f"error: the loss is {loss} at step {step}; stopping (the last checkpoint is kept)", file=sys.stderr)
+            return False
+        tokens_per_second = config.total_batch_size / dt
+        mfu = self.raw_model.estimate_mfu(tokens_per_second / self.runtime.world_size, config.seq_len)
+        self.say(
+            f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm.item() if norm is not None else 0:.4f} | "
+            f"dt {dt * 1000:.2f}ms | tok/sec {tokens_per_second:,.0f}" + (f" | mfu {mfu:.1%}" if mfu is not None else "")
+        )
+        self.log.write(step, "train", loss)
+        return True
+
+    def save(self, step: int, evals_done: bool) -> None:
+        """Checkpoint the state after `step` optimizer steps (rank 0 writes, the others wait)."""
+        if self.runtime.is_master:
+            path = checkpoint_path(self.config.log_dir, step)
             save_checkpoint(
-                path, raw_model, step=step, evals_done=evals_done, optimizer=optimizer.state_dict(),
-                loader=loader.state_dict(), rng=rng_state(), train_config=asdict(config),
+                path, self.raw_model, step=step, evals_done=evals_done, optimizer=self.optimizer.state_dict(),
+                loader=self.loader.state_dict(), rng=rng_state(), train_config=asdict(self.config),
             )
-            say(f"saved {path}")
-        rt.barrier(runtime)
-
-    def due(every: int, step: int) -> bool:  # every step-multiple of `every`, and the last step
-        return every > 0 and (step % every == 0 or step == plan.max_steps)
-
-    stop = StopSignal()
-    try:
-        for step in range(start_step, plan.max_steps + 1):
-            if step > start_step or not evals_done:
-                if plan.val_tokens and (due(config.eval_every, step) or step == plan.max_steps):
-                    model.eval()
-                    val_loss = validation_loss(
-                        model, val, plan.val_tokens, config.micro_batch_size, config.seq_len, runtime, plan.dtype
-                    )
-                    model.train()
-                    say(f"step {step:5d} | val loss {val_loss:.4f}")
-                    log.write(step, "val", val_loss)
-                if due(plan.hellaswag_every, step):
-                    correct_norm, _, total = hellaswag.evaluate(
-                        model, device, runtime.rank, runtime.world_size, limit=config.hellaswag_limit,
-                        data_dir=config.hellaswag_data_dir, dtype=plan.dtype,
-                    )
-                    say(f"step {step:5d} | HellaSwag acc_norm {correct_norm}/{total} = {correct_norm / total:.4f}")
-                    log.write(step, "hella", correct_norm / total)
-                if tokenizer is not None and due(plan.sample_every, step):
-                    _print_samples(raw_model, tokenizer, config.seed + runtime.rank, say)
-            if step > start_step and (step == plan.max_steps or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-                save(step, evals_done=True)
-            if step == plan.max_steps:
-                break
-
-            t0 = time.perf_counter()
-            lr = learning_rate(step, config.max_lr, plan.min_lr, plan.warmup_steps, plan.max_steps)
-            loss, norm = train_step(
-                ddp_model, optimizer, loader.next_batch, plan.grad_accum_steps, lr, config.grad_clip, device, plan.dtype
-            )
-            rt.all_reduce_mean(loss, runtime)
-            loss_value = loss.item()  # waits for the step to finish on the device
-            dt = time.perf_counter() - t0
-            if not math.isfinite(loss_value):
-                say(f"error: the loss is {loss_value} at step {step}; stopping (the last checkpoint is kept)", file=sys.stderr)
-                return 1
-            tokens_per_second = config.total_batch_size / dt
-            mfu = raw_model.estimate_mfu(tokens_per_second / runtime.world_size, config.seq_len)
-            say(
-                f"step {step:5d} | loss {loss_value:.6f} | lr {lr:.4e} | norm {norm.item() if norm is not None else 0:.4f} | "
-                f"dt {dt * 1000:.2f}ms | tok/sec {tokens_per_second:,.0f}" + (f" | mfu {mfu:.1%}" if mfu is not None else "")
-            )
-            log.write(step, "train", loss_value)
-            if stop.agreed(runtime):
-                save(step + 1, evals_done=False)
-                say(f"stopped by a signal after step {step}; rerun the same command to resume")
-                return 0
-    finally:
-        stop.restore()
-    return 0
-
-
-def _gpt2_tokenizer() -> Any:
-    import tiktoken
-
-    return tiktoken.get_encoding("gpt2")
-
-
-def _print_samples(model: GPT, tokenizer: Any, seed: int, say: Callable[..., None]) -> None:
-    # Sampled with the uncompiled model: every new length would be a new shape to compile, and
-    # a few dozen small forward passes gain nothing from compilation.
-    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    for i, text in enumerate(sample_texts(model, tokenizer, SAMPLE_PROMPT, 4, 32, generator)):
-        say(f"sample {i}: {text}")
+            self.say(f"saved {path}")
+        rt.barrier(self.runtime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -683,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runtime = rt.start(config.device)
     try:
-        return train(config, plan, runtime)
+        return Trainer(config, plan, runtime).run()
     except ConfigError as e:  # found only once the run started: a checkpoint that does not fit
         if runtime.is_master:
             print(f"error: {e}", file=sys.stderr)
