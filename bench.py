@@ -9,10 +9,10 @@ device synchronised; rungs that change nothing on this device are reported as su
     python bench.py                                   # gpt2 124M, micro-batch 64 x 1024 (a GPU)
     python bench.py --model tiny --device cpu         # a quick look on a laptop
     python bench.py --rungs final --profile           # the full setup only, with a kernel profile
-    python bench.py --model tiny --device cpu --data-files corpus.jsonl   # plus fineweb.py's speed
-    python bench.py --model tiny --device cpu --hellaswag-examples 200    # plus HellaSwag scoring
+    python bench.py --rungs none --data-files corpus.parquet --data-tokens 100M    # fineweb.py's speed
+    python bench.py --model tiny --device cpu --rungs none --hellaswag-examples 200  # HellaSwag scoring
 
-The loader's time per micro-batch is always measured. The table is Markdown, ready for BENCHMARKS.md.
+With the ladder comes the loader's time per micro-batch, relative to the step. The table is Markdown, ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -175,18 +177,24 @@ def time_loader(args: argparse.Namespace, device: torch.device) -> float:
         return (time.perf_counter() - start) / batches
 
 
-def time_tokenizing(data_files: list[str], workers: int) -> tuple[float, float, int]:
-    """fineweb.py's end-to-end tokens/s on data_files, the ceiling on the same machine (single-thread
-    encode_ordinary on the first documents, times the workers), and the run's peak RSS."""
+def time_tokenizing(data_files: list[str], workers: int, tokens: int) -> tuple[float, float, int]:
+    """fineweb.py's tokens/s on data_files, run as users run it (a process of its own, up to `tokens`
+    tokens); the ceiling on this machine (single-thread encode_ordinary on the first documents, times
+    the workers); and the peak RSS of fineweb.py's largest process."""
     with tempfile.TemporaryDirectory() as tmp:
-        config = fineweb.ShardingConfig(
-            data_files=tuple(data_files), output_dir=Path(tmp) / "shards", tokens=10**15, shard_size=10**6, workers=workers
-        )
-        reset_peak_memory(torch.device("cpu"))
-        result = fineweb.build_shards(config)
-        rss = peak_memory(torch.device("cpu"))
+        command = [sys.executable, str(Path(__file__).with_name("fineweb.py")), "--data-files", *data_files,
+                   "--output-dir", tmp, "--tokens", str(tokens), "--shard-size", str(tokens // 10), "--workers", str(workers)]  # fmt: skip
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if rss <= before:
+        raise RuntimeError("an earlier child process used more memory: time fineweb.py first")
+    # fineweb.py reports its own rate, from the first document to the last shard written
+    rate = float(re.search(r"\(([\d.]+)M tokens/s\)", result.stdout).group(1)) * 1e6
+    config = fineweb.ShardingConfig(data_files=tuple(data_files), tokens=tokens, shard_size=tokens // 10)
     ceiling = fineweb.benchmark_tokenizer_ceiling(first_documents(config, 2000), cores=workers)
-    return result.tokens_written / result.seconds, ceiling, rss
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
+    return rate, ceiling, rss * scale
 
 
 def first_documents(config: fineweb.ShardingConfig, count: int) -> list[str]:
@@ -231,7 +239,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 4 off CUDA)")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: 1024, or 256 off CUDA)")
     parser.add_argument("--device", default="auto", help=rt.DEVICE_HELP)
-    parser.add_argument("--rungs", choices=("all", "final"), default="all", help="the whole ladder, or only its last rung")
+    parser.add_argument("--rungs", choices=("all", "final", "none"), default="all",
+                        help="the whole ladder, only its last rung (the full setup), or none")  # fmt: skip
     parser.add_argument("--steps", type=int, default=None, help="timed steps per rung (default: 10, or 3 off CUDA)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (compilation happens here)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of each rung to stderr")
@@ -239,32 +248,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-files", nargs="+", default=[], metavar="FILE",
                         help="also time fineweb.py on these local files against the tokenizer's ceiling")  # fmt: skip
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="fineweb.py workers for --data-files")
+    parser.add_argument("--data-tokens", type=fineweb.parse_token_count, default=10**8,
+                        help="tokens fineweb.py writes from --data-files (e.g. 10M, 100M)")  # fmt: skip
     parser.add_argument("--hellaswag-examples", type=int, default=0,
                         help="also time HellaSwag scoring, batched and one example at a time, on this many synthetic examples")  # fmt: skip
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        device = rt.pick_device(args.device)
-        preset_config(args.model)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    on_gpu = device.type == "cuda"
-    args.micro_batch_size = args.micro_batch_size or (64 if on_gpu else 4)
-    args.seq_len = args.seq_len or (1024 if on_gpu else 256)
-    args.steps = args.steps or (10 if on_gpu else 3)
-    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores)"
-    print(
-        f"{args.model}, micro-batch {args.micro_batch_size} x {args.seq_len} tokens, {name}, torch {torch.__version__}, "
-        f"{args.steps} timed steps after {args.warmup_steps}\n"
-    )
-    print("| rung | ms/step | tokens/s | vs fp32 | MFU | peak memory |")
+def print_ladder(rungs: list[Rung], args: argparse.Namespace, device: torch.device) -> float:
+    """Time each rung and print the Markdown table; returns the last rung's ms per step."""
+    print("| rung | ms/step | tokens/s | vs first rung | MFU | peak memory |")
     print("|---|---:|---:|---:|---:|---:|")
-    rungs = ladder() if args.rungs == "all" else ladder()[-1:]
-    baseline, previous, step_ms = None, None, None
+    baseline, previous, step_ms = None, None, float("nan")
     for rung in rungs:
         reason = not_applicable(rung, previous, device)
         previous = rung
@@ -280,14 +275,38 @@ def main(argv: list[str] | None = None) -> int:
             f"{timing.tokens_per_second / baseline:.2f}x | {mfu} | {timing.peak_memory_bytes / 2**20:,.0f} MiB |",
             flush=True,
         )
-    loader_ms = time_loader(args, device) * 1000
-    print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {loader_ms / step_ms:.1%} of the last rung's step")
-    if args.data_files:
-        tokens_per_second, ceiling, rss = time_tokenizing(args.data_files, args.workers)
+    return step_ms
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        device = rt.pick_device(args.device)
+        preset_config(args.model)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    on_gpu = device.type == "cuda"
+    args.micro_batch_size = args.micro_batch_size or (64 if on_gpu else 4)
+    args.seq_len = args.seq_len or (1024 if on_gpu else 256)
+    args.steps = args.steps or (10 if on_gpu else 3)
+    name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores)"
+    print(f"{name}, torch {torch.__version__}\n")
+    if args.data_files:  # first: its peak memory is read from the finished child processes
+        tokens_per_second, ceiling, rss = time_tokenizing(args.data_files, args.workers, args.data_tokens)
         print(
-            f"fineweb.py: {tokens_per_second:,.0f} tokens/s = {tokens_per_second / ceiling:.0%} of the ceiling "
-            f"{ceiling:,.0f} (single-thread encode_ordinary x {args.workers}); peak RSS {rss / 2**20:,.0f} MiB"
+            f"fineweb.py, {args.data_tokens:,} tokens: {tokens_per_second:,.0f} tokens/s = "
+            f"{tokens_per_second / ceiling:.0%} of the ceiling {ceiling:,.0f} (single-thread encode_ordinary x "
+            f"{args.workers}); peak RSS {rss / 2**20:,.0f} MiB\n"
         )
+    if args.rungs != "none":
+        print(
+            f"{args.model}, micro-batch {args.micro_batch_size} x {args.seq_len} tokens, "
+            f"{args.steps} timed steps after {args.warmup_steps}\n"
+        )
+        step_ms = print_ladder(ladder() if args.rungs == "all" else ladder()[-1:], args, device)
+        loader_ms = time_loader(args, device) * 1000
+        print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {loader_ms / step_ms:.1%} of the last rung's step")
     if args.hellaswag_examples:
         rates = time_hellaswag(args, device)
         print(
