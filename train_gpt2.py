@@ -40,6 +40,11 @@ from gpt2 import GPT, GPTConfig, load_checkpoint, preset_config, sample_texts, s
 REFERENCE_MAX_STEPS = 19073  # 10B tokens / 524,288 tokens per step
 REFERENCE_WARMUP_STEPS = 715  # 375M tokens, as in the GPT-3 paper
 SAMPLE_PROMPT = "Hello, I'm a language model,"
+# Settings that change what a resumed run computes, compared with the run it continues.
+TRAJECTORY_FIELDS = (
+    "total_batch_size", "seq_len", "max_lr", "min_lr_ratio", "warmup_steps", "max_steps", "weight_decay",
+    "beta1", "beta2", "eps", "grad_clip", "data_dir", "shuffle", "seed", "dtype",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -599,6 +604,13 @@ class Trainer:
         set_rng_state(checkpoint["rng"])
         self.start_step, self.evals_done = checkpoint["step"], checkpoint["evals_done"]
         self.say(f"resumed from {path} at step {self.start_step}")
+        changed = [
+            f"--{name.replace('_', '-')} {before} -> {after}"
+            for name, after in asdict(self.config).items()
+            if name in TRAJECTORY_FIELDS and (before := checkpoint["train_config"].get(name)) != after
+        ]
+        if changed:
+            self.say(f"warning: the run goes on with other settings than it started with: {', '.join(changed)}")
 
     def run(self) -> int:
         """Evaluate, checkpoint and train, step after step; returns the process exit code."""
