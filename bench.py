@@ -7,6 +7,7 @@ train_gpt2.train_step itself, on one micro-batch of random tokens, after warm-up
 device synchronised; rungs that change nothing on this device are reported as such.
 
     python bench.py                                   # gpt2 124M, micro-batch 64 x 1024 (a GPU)
+    python bench.py --micro-batch-size 16             # the ladder at the video's batch (fp32 fits)
     python bench.py --model tiny --device cpu         # a quick look on a laptop
     python bench.py --rungs final --profile           # the full setup only, with a kernel profile
     python bench.py --rungs none --data-files corpus.parquet --data-tokens 100M    # fineweb.py's speed
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import re
@@ -266,7 +268,16 @@ def print_ladder(rungs: list[Rung], args: argparse.Namespace, device: torch.devi
         if reason:
             print(f"| {rung.name} | n/a: {reason} | | | | |", flush=True)
             continue
-        timing = time_rung(rung, args, device)
+        try:
+            timing = time_rung(rung, args, device)
+        except torch.cuda.OutOfMemoryError:
+            timing = None
+        if timing is None:  # outside the except block, so that the failed step's tensors are freed
+            gc.collect()
+            torch.cuda.empty_cache()
+            torch._dynamo.reset()
+            print(f"| {rung.name} | out of memory: try a smaller --micro-batch-size | | | | |", flush=True)
+            continue
         baseline = baseline or timing.tokens_per_second
         step_ms = timing.ms_per_step
         mfu = f"{timing.mfu:.1%}" if timing.mfu is not None else "n/a"

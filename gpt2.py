@@ -297,7 +297,9 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, config_overrides: dict | None = None) -> GPT:
         """OpenAI's GPT-2 weights by hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), or a local
-        directory in Hugging Face format (config.json plus model.safetensors or pytorch_model.bin)."""
+        directory in Hugging Face format (config.json plus model.safetensors or pytorch_model.bin).
+        config_overrides replaces GPTConfig fields that do not change the weights' shapes, such as
+        {"flash_attention": False}."""
         path = Path(name_or_path)
         if not path.is_dir():
             if str(name_or_path) not in HUB_NAMES:

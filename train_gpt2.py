@@ -147,9 +147,10 @@ class Plan:
         return self.max_steps * self.tokens_per_step / self.train_tokens
 
 
-def make_plan(config: TrainConfig, world_size: int, device: torch.device) -> Plan:
+def make_plan(config: TrainConfig, world_size: int, device: torch.device, fetch: bool = True) -> Plan:
     """Resolve the defaults that depend on the data, the device and the world size; raise
-    ConfigError naming the problem and a way out for anything that cannot work."""
+    ConfigError naming the problem and a way out for anything that cannot work. With fetch, this
+    process also downloads the HellaSwag file if it is missing (one process per machine does)."""
     _check_numbers(config)
     try:
         model_config = preset_config(config.model, vocab_size=config.vocab_size)
@@ -182,7 +183,7 @@ def make_plan(config: TrainConfig, world_size: int, device: torch.device) -> Pla
                 "use --val-tokens 0 to skip validation"
             )
     hellaswag_every = config.eval_every if config.hellaswag_every is None else config.hellaswag_every
-    if hellaswag_every:
+    if hellaswag_every and fetch:
         try:
             hellaswag.resolve_data_file("val", data_dir=config.hellaswag_data_dir)
         except (FileNotFoundError, OSError, ValueError) as e:
@@ -399,7 +400,7 @@ def validation_loss(
     """
     B, T = micro_batch_size, seq_len
     mine = list(range(runtime.rank, val_tokens // T, runtime.world_size))
-    totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss sum, target count
+    totals = torch.zeros(2, device=runtime.device)  # loss sum, target count (fp32: MPS has no fp64)
     for first in range(0, len(mine), B):
         x = torch.zeros(B, T, dtype=torch.long)
         y = torch.full((B, T), -1, dtype=torch.long)
@@ -410,7 +411,7 @@ def validation_loss(
         with rt.autocast(runtime.device, dtype):
             _, loss = model(x, y)
         count = (y != -1).sum()
-        totals += torch.stack((loss.double() * count, count.double()))
+        totals += torch.stack((loss.float() * count, count.float()))
     rt.all_reduce_sum(totals, runtime)
     return (totals[0] / totals[1]).item()
 
@@ -704,7 +705,9 @@ def main(argv: list[str] | None = None) -> int:
     rank, local_rank, world_size = rt.torchrun_env()
     try:
         device = rt.pick_device(config.device, local_rank, world_size)
-        plan = make_plan(config, world_size, device)
+        # One process per machine downloads HellaSwag: joining the process group waits for every
+        # rank, so the file is there before any rank evaluates.
+        plan = make_plan(config, world_size, device, fetch=local_rank == 0)
         find_resume_checkpoint(config)
     except ValueError as e:  # ConfigError, or a device this machine does not have
         if rank == 0:
