@@ -144,8 +144,12 @@ def peak_memory(device: torch.device) -> int:
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
-    scale = 1 if sys.platform == "darwin" else 1024  # macOS reports bytes, Linux kilobytes
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    return max_rss_bytes(resource.RUSAGE_SELF)
+
+
+def max_rss_bytes(who: int) -> int:
+    """getrusage's peak resident set size, in bytes (macOS reports bytes, Linux kilobytes)."""
+    return resource.getrusage(who).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def profile_summary(step, device: torch.device, steps: int = 3, rows: int = 15) -> str:
@@ -168,8 +172,8 @@ def time_loader(args: argparse.Namespace, device: torch.device) -> float:
             data_dir = tmp
             rng = np.random.default_rng(0)
             shard_tokens = 4 * args.micro_batch_size * args.seq_len
-            for name in ("edufineweb_val_000000.npy", "edufineweb_train_000001.npy", "edufineweb_train_000002.npy"):
-                np.save(Path(tmp) / name, rng.integers(0, 50257, shard_tokens, dtype=np.uint16))
+            for index in range(3):  # a val shard and two train shards
+                np.save(Path(tmp) / fineweb.shard_name(index), rng.integers(0, 50257, shard_tokens, dtype=np.uint16))
         loader = TrainLoader(data_dir, args.micro_batch_size, args.seq_len, 0, 1, device)
         batches = 20
         start = time.perf_counter()
@@ -186,17 +190,16 @@ def time_tokenizing(data_files: list[str], workers: int, tokens: int) -> tuple[f
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, str(Path(__file__).with_name("fineweb.py")), "--data-files", *data_files,
                    "--output-dir", tmp, "--tokens", str(tokens), "--shard-size", str(tokens // 10), "--workers", str(workers)]  # fmt: skip
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        before = max_rss_bytes(resource.RUSAGE_CHILDREN)
         result = subprocess.run(command, capture_output=True, text=True, check=True)
-        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        rss = max_rss_bytes(resource.RUSAGE_CHILDREN)
     if rss <= before:
         raise RuntimeError("an earlier child process used more memory: time fineweb.py first")
     # fineweb.py reports its own rate, from the first document to the last shard written
     rate = float(re.search(r"\(([\d.]+)M tokens/s\)", result.stdout).group(1)) * 1e6
     config = fineweb.ShardingConfig(data_files=tuple(data_files), tokens=tokens, shard_size=tokens // 10)
     ceiling = fineweb.benchmark_tokenizer_ceiling(first_documents(config, 2000), cores=workers)
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, kilobytes on Linux
-    return rate, ceiling, rss * scale
+    return rate, ceiling, rss
 
 
 def first_documents(config: fineweb.ShardingConfig, count: int) -> list[str]:
