@@ -191,7 +191,9 @@ def time_tokenizing(data_files: list[str], workers: int, tokens: int) -> tuple[f
         command = [sys.executable, str(Path(__file__).with_name("fineweb.py")), "--data-files", *data_files,
                    "--output-dir", tmp, "--tokens", str(tokens), "--shard-size", str(tokens // 10), "--workers", str(workers)]  # fmt: skip
         before = max_rss_bytes(resource.RUSAGE_CHILDREN)
-        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"fineweb.py failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
         rss = max_rss_bytes(resource.RUSAGE_CHILDREN)
     if rss <= before:
         raise RuntimeError("an earlier child process used more memory: time fineweb.py first")
