@@ -1,8 +1,8 @@
 """Measure the training step and the data path, as the video sped them up, on this machine.
 
 The ladder: each rung adds one change on top of the one before, in the order of "Let's reproduce
-GPT-2": fp32, TF32 matmuls, bf16 autocast, torch.compile, flash attention (SDPA instead of the
-explicit masked softmax), the vocabulary padded to 50304, fused AdamW. Every rung times
+GPT-2": fp32, TF32 matmuls, bf16 autocast, torch.compile, flash attention (before it, SDPA's math
+backend: the explicit masked softmax), the vocabulary padded to 50304, fused AdamW. Every rung times
 train_gpt2.train_step itself, on one micro-batch of random tokens, after warm-up steps, with the
 device synchronised; rungs that change nothing on this device are reported as such.
 
@@ -13,7 +13,8 @@ device synchronised; rungs that change nothing on this device are reported as su
     python bench.py --rungs none --data-files corpus.parquet --data-tokens 100M    # fineweb.py's speed
     python bench.py --model tiny --device cpu --rungs none --hellaswag-examples 200  # HellaSwag scoring
 
-With the ladder comes the loader's time per micro-batch, relative to the step. The table is Markdown, ready for BENCHMARKS.md.
+With the ladder comes the loader's time per micro-batch, relative to the step. The table is Markdown,
+ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fineweb
 import hellaswag
 import runtime as rt
 from gpt2 import GPT, preset_config
-from train_gpt2 import TrainLoader, train_step
+from train_gpt2 import DataLoader, train_step
 
 
 @dataclass(frozen=True)
@@ -89,18 +91,18 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     """Build the model and optimizer that `rung` describes and time train_step on it."""
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high" if rung.tf32 else "highest")
-    config = preset_config(
-        args.model, vocab_size=50304 if rung.padded_vocab else 50257, flash_attention=rung.flash_attention
-    )
-    model = GPT(config).to(device)
-    optimizer = model.configure_optimizers(0.1, 6e-4, device_type=device.type, fused=rung.fused_adamw, verbose=False)
+    model = GPT(preset_config(args.model, vocab_size=50304 if rung.padded_vocab else 50257)).to(device)
+    optimizer = model.configure_optimizers(0.1, 6e-4, fused=rung.fused_adamw, verbose=False)
     step_model = torch.compile(model) if rung.compile else model
     dtype = torch.bfloat16 if rung.bf16 else torch.float32
     tokens = torch.randint(0, 50257, (args.micro_batch_size, args.seq_len + 1), device=device)
     batch = (tokens[:, :-1], tokens[:, 1:])
+    # Before flash attention, attention is the explicit computation: SDPA's math backend runs exactly that.
+    attention = contextlib.nullcontext() if rung.flash_attention else sdpa_kernel(SDPBackend.MATH)
 
     def step() -> None:
-        loss, _ = train_step(step_model, optimizer, lambda: batch, 1, 6e-4, 1.0, device, dtype)
+        with attention:
+            loss, _ = train_step(step_model, optimizer, [batch], 6e-4, 1.0, dtype)
         loss.item()  # waits for the device
 
     for _ in range(args.warmup_steps):  # compilation, autotuning, allocator warm-up
@@ -114,12 +116,12 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     timing = Timing(
         ms_per_step=seconds * 1000,
         tokens_per_second=tokens_per_second,
-        mfu=model.estimate_mfu(tokens_per_second, args.seq_len, device),
+        mfu=model.estimate_mfu(tokens_per_second, args.seq_len),
         peak_memory_bytes=peak_memory(device),
     )
     if args.profile:
         print(profile_summary(step, device), file=sys.stderr)
-    del model, optimizer, step_model
+    model = optimizer = step_model = None  # free the rung's memory before the next one
     if device.type == "cuda":
         torch.cuda.empty_cache()
     torch._dynamo.reset()
@@ -165,7 +167,7 @@ def profile_summary(step, device: torch.device, steps: int = 3, rows: int = 15) 
 
 
 def time_loader(args: argparse.Namespace, device: torch.device) -> float:
-    """Seconds per TrainLoader.next_batch(), over shards in --data-dir or temporary random ones."""
+    """Seconds per DataLoader.next_batch(), over shards in --data-dir or temporary random ones."""
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir
         if data_dir is None:
@@ -174,44 +176,88 @@ def time_loader(args: argparse.Namespace, device: torch.device) -> float:
             shard_tokens = 4 * args.micro_batch_size * args.seq_len
             for index in range(3):  # a val shard and two train shards
                 np.save(Path(tmp) / fineweb.shard_name(index), rng.integers(0, 50257, shard_tokens, dtype=np.uint16))
-        loader = TrainLoader(data_dir, args.micro_batch_size, args.seq_len, 0, 1, device)
+        loader = DataLoader(data_dir, "train", args.micro_batch_size, args.seq_len)
         batches = 20
         start = time.perf_counter()
         for _ in range(batches):
-            x, y = loader.next_batch()
+            x, y = loader.next_batch(device)
         y.sum().item()  # waits for the last copy
         return (time.perf_counter() - start) / batches
 
 
-def time_tokenizing(data_files: list[str], workers: int, tokens: int) -> tuple[float, float, int]:
-    """fineweb.py's tokens/s on data_files, run as users run it (a process of its own, up to `tokens`
-    tokens); the ceiling on this machine (single-thread encode_ordinary on the first documents, times
-    the workers); and the peak RSS of fineweb.py's largest process."""
+# Runs a script as __main__, then prints to stderr its own process's CPU seconds (not its children's)
+# and the peak RSS of the largest of it and its children (getrusage: kilobytes on Linux, bytes on macOS).
+# Its own peak is VmHWM where there is one: Linux's ru_maxrss would count this (bench's) process's
+# pages too, which the child holds between fork and exec.
+USAGE_REPORTER = """
+import pathlib, resource, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    scale = 1 if sys.platform == "darwin" else 1024
+    status = pathlib.Path("/proc/self/status")
+    peak = int(status.read_text().split("VmHWM:")[1].split()[0]) if status.exists() else own.ru_maxrss
+    print(f"usage: {own.ru_utime + own.ru_stime} {max(peak, children.ru_maxrss) * scale}", file=sys.stderr)
+"""
+
+
+@dataclass
+class TokenizingTiming:
+    tokens_per_second: float  # as fineweb.py reports it: from its first document to its last shard
+    ceiling: float  # single-thread encode_ordinary tokens/s on the same documents, times the workers
+    main_cpu_seconds: float  # fineweb.py's main process, start to exit (imports included)
+    peak_rss_bytes: int  # fineweb.py's largest process
+
+
+def time_tokenizing(data_files: list[str], workers: int, tokens: int, shard_size: int) -> TokenizingTiming:
+    """fineweb.py on data_files, run as users run it (a process of its own, up to `tokens` tokens), against the
+    ceiling on this machine."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, str(Path(__file__).with_name("fineweb.py")), "--data-files", *data_files,
-                   "--output-dir", tmp, "--tokens", str(tokens), "--shard-size", str(tokens // 10), "--workers", str(workers)]  # fmt: skip
-        before = max_rss_bytes(resource.RUSAGE_CHILDREN)
+        command = [
+            sys.executable,
+            "-c",
+            USAGE_REPORTER,
+            str(Path(__file__).with_name("fineweb.py")),
+            "--data-files",
+            *data_files,
+            "--output-dir",
+            tmp,
+            "--tokens",
+            str(tokens),
+            "--shard-size",
+            str(shard_size),
+            "--workers",
+            str(workers),
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"fineweb.py failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
-        rss = max_rss_bytes(resource.RUSAGE_CHILDREN)
-    if rss <= before:
-        raise RuntimeError("an earlier child process used more memory: time fineweb.py first")
-    # fineweb.py reports its own rate, from the first document to the last shard written
+    if result.returncode != 0:
+        raise RuntimeError(f"fineweb.py failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
     rate = float(re.search(r"\(([\d.]+)M tokens/s\)", result.stdout).group(1)) * 1e6
-    config = fineweb.ShardingConfig(data_files=tuple(data_files), tokens=tokens, shard_size=tokens // 10)
-    ceiling = fineweb.benchmark_tokenizer_ceiling(first_documents(config, 2000), cores=workers)
-    return rate, ceiling, rss
+    cpu_seconds, rss = re.search(r"usage: (\S+) (\d+)", result.stderr).groups()
+    ceiling = tokenizer_ceiling(first_documents(data_files, 2000), cores=workers)
+    return TokenizingTiming(rate, ceiling, float(cpu_seconds), int(rss))
 
 
-def first_documents(config: fineweb.ShardingConfig, count: int) -> list[str]:
-    stream = fineweb.open_stream(config, fineweb.resolve_data_files(config.data_files))
+def first_documents(data_files: list[str], count: int) -> list[str]:
     texts: list[str] = []
-    for batch in fineweb.read_batches(stream, config.text_column):
-        texts.extend(batch.text(i) for i in range(len(batch.texts)))
-        if len(texts) >= count:
-            break
-    return texts[:count]
+    for unit in fineweb.work_units(fineweb.local_input(data_files), "text"):
+        for _, batch in fineweb.read_unit(unit):
+            texts += batch
+            if len(texts) >= count:
+                return texts[:count]
+    return texts
+
+
+def tokenizer_ceiling(texts: list[str], cores: int, min_seconds: float = 1.0) -> float:
+    """The best tokens/s fineweb.py could reach on these texts: single-thread encode_ordinary speed times
+    the cores (cores=1 gives the single-thread speed)."""
+    enc = tiktoken.get_encoding("gpt2")
+    tokens, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < min_seconds:
+        tokens += sum(len(enc.encode_ordinary(text)) for text in texts)
+    return tokens / elapsed * cores
 
 
 def time_hellaswag(args: argparse.Namespace, device: torch.device) -> dict[int, float]:
@@ -230,35 +276,70 @@ def time_hellaswag(args: argparse.Namespace, device: torch.device) -> dict[int, 
         path = Path(tmp) / "synthetic.jsonl"
         with path.open("w") as f:
             for _ in range(args.hellaswag_examples):
-                example = {"ctx": text(60, 100), "endings": [text(10, 30) for _ in range(4)], "label": int(rng.integers(4))}
+                example = {
+                    "ctx": text(60, 100),
+                    "endings": [text(10, 30) for _ in range(4)],
+                    "label": int(rng.integers(4)),
+                }
                 f.write(json.dumps(example) + "\n")
-        hellaswag.evaluate(model, device, limit=2, data_file=path)  # warm-up (the rendering is not cached: limit differs)
+        hellaswag.evaluate(model, path, limit=2)  # warm-up (the rendering is not cached: limit differs)
         for batch_size in (1, 16):
             start = time.perf_counter()
-            hellaswag.evaluate(model, device, batch_size=batch_size, data_file=path)
+            hellaswag.evaluate(model, path, batch_size=batch_size)
             rates[batch_size] = args.hellaswag_examples / (time.perf_counter() - start)
     return rates
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--model", default="gpt2", help="model preset: gpt2, gpt2-medium, ..., small, tiny")
-    parser.add_argument("--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 4 off CUDA)")
-    parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: 1024, or 256 off CUDA)")
+    parser.add_argument(
+        "--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 4 off CUDA)"
+    )
+    parser.add_argument(
+        "--seq-len", type=int, default=None, help="tokens per sequence (default: 1024, or 256 off CUDA)"
+    )
     parser.add_argument("--device", default="auto", help=rt.DEVICE_HELP)
-    parser.add_argument("--rungs", choices=("all", "final", "none"), default="all",
-                        help="the whole ladder, only its last rung (the full setup), or none")  # fmt: skip
+    parser.add_argument(
+        "--rungs",
+        choices=("all", "final", "none"),
+        default="all",
+        help="the whole ladder, only its last rung (the full setup), or none",
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per rung (default: 10, or 3 off CUDA)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (compilation happens here)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of each rung to stderr")
-    parser.add_argument("--data-dir", default=None, help="shards for the loader timing (default: temporary random ones)")
-    parser.add_argument("--data-files", nargs="+", default=[], metavar="FILE",
-                        help="also time fineweb.py on these local files against the tokenizer's ceiling")  # fmt: skip
+    parser.add_argument(
+        "--data-dir", default=None, help="shards for the loader timing (default: temporary random ones)"
+    )
+    parser.add_argument(
+        "--data-files",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="also time fineweb.py on these local files against the tokenizer's ceiling",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="fineweb.py workers for --data-files")
-    parser.add_argument("--data-tokens", type=fineweb.parse_token_count, default=10**8,
-                        help="tokens fineweb.py writes from --data-files (e.g. 10M, 100M)")  # fmt: skip
-    parser.add_argument("--hellaswag-examples", type=int, default=0,
-                        help="also time HellaSwag scoring, batched and one example at a time, on this many synthetic examples")  # fmt: skip
+    parser.add_argument(
+        "--data-tokens",
+        type=fineweb.parse_token_count,
+        default=10**8,
+        help="tokens fineweb.py writes from --data-files (e.g. 10M, 100M)",
+    )
+    parser.add_argument(
+        "--data-shard-size",
+        type=fineweb.parse_token_count,
+        default=None,
+        help="fineweb.py's --shard-size (default: a tenth of --data-tokens)",
+    )
+    parser.add_argument(
+        "--hellaswag-examples",
+        type=int,
+        default=0,
+        help="also time HellaSwag scoring, batched and one example at a time, on this many synthetic examples",
+    )
     return parser.parse_args(argv)
 
 
@@ -308,12 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     args.steps = args.steps or (10 if on_gpu else 3)
     name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores)"
     print(f"{name}, torch {torch.__version__}\n")
-    if args.data_files:  # first: its peak memory is read from the finished child processes
-        tokens_per_second, ceiling, rss = time_tokenizing(args.data_files, args.workers, args.data_tokens)
+    if args.data_files:
+        shard_size = args.data_shard_size or args.data_tokens // 10
+        timing = time_tokenizing(args.data_files, args.workers, args.data_tokens, shard_size)
         print(
-            f"fineweb.py, {args.data_tokens:,} tokens: {tokens_per_second:,.0f} tokens/s = "
-            f"{tokens_per_second / ceiling:.0%} of the ceiling {ceiling:,.0f} (single-thread encode_ordinary x "
-            f"{args.workers}); peak RSS {rss / 2**20:,.0f} MiB\n"
+            f"fineweb.py, {args.data_tokens:,} tokens in {shard_size:,}-token shards, {args.workers} workers: "
+            f"{timing.tokens_per_second:,.0f} tokens/s = {timing.tokens_per_second / timing.ceiling:.0%} of the "
+            f"ceiling {timing.ceiling:,.0f} (single-thread encode_ordinary x {args.workers}); main process "
+            f"{timing.main_cpu_seconds / args.data_tokens * 1e8:.2f} s CPU per 100M tokens; peak RSS "
+            f"{timing.peak_rss_bytes / 2**20:,.0f} MiB (its largest process)\n"
         )
     if args.rungs != "none":
         print(

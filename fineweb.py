@@ -8,7 +8,7 @@ end are exactly the documents laid end to end. Shard 0 is the validation shard:
 
     edu_fineweb10B/edufineweb_val_000000.npy      np.save format, 1-D uint16
     edu_fineweb10B/edufineweb_train_000001.npy    ...
-    edu_fineweb10B/manifest.json                  settings, and per shard: tokens, checksum, end
+    edu_fineweb10B/manifest.json                  settings, input files, per shard: tokens, checksum, end
 
 Run it:
 
@@ -17,31 +17,47 @@ Run it:
     python fineweb.py --data-files 'corpus/*.parquet' --tokens 500K --shard-size 100K
     python fineweb.py --verify edu_fineweb10B           # check every shard against the manifest
 
+How: the input is cut into units of work, a parquet row group (FineWeb-Edu's files hold hundreds) or
+a whole file of another kind (jsonl, json, csv; a .txt file is one document). Unit k goes to worker
+k mod N, which reads it itself (pyarrow fetches just that row group's text column, from disk or from
+the hub through fsspec: streaming stays streaming; other kinds go through their `datasets` builder),
+tokenizes it and sends the tokens back, DOCS_PER_CHUNK documents at a time. The main process puts the
+chunks in unit order into the shard buffer and writes each full shard; it never touches text. Why:
+when it read the input and passed each document through itself, it spent 4 s of CPU per 100M tokens
+and capped a run near 20M tokens/s on any number of cores; now it spends under 1 s (BENCHMARKS.md).
+A jsonl or csv file is one unit, read by one worker: split a big one, or make it parquet.
+
+Memory is bounded by design, whatever the worker count and the input: the main process holds one
+shard buffer (2 bytes x --shard-size: 200 MB at 100M) and one chunk, plus 130 MB of libraries; each
+worker, the text it reads and at most CHUNKS_AHEAD + 2 chunks: 170 MB with the tokenizer and the
+libraries (310 MB when it reads json or csv, through `datasets`).
+
 A rerun of the same command after a crash or Ctrl-C keeps the finished shards and continues where
-they end; the result is byte-identical to an uninterrupted run. Local .txt files are one document
-per file. The training script imports list_shards and open_shard from here.
+they end, byte-identical to an uninterrupted run. One run at a time writes a directory.
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
 import multiprocessing
 import multiprocessing.connection
 import os
+import queue
 import re
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -49,7 +65,6 @@ import numpy as np
 from tqdm import tqdm
 
 if TYPE_CHECKING:  # imported where used, so that `import fineweb` stays cheap for train_gpt2.py
-    import datasets
     import pyarrow as pa
     import tiktoken
 
@@ -57,25 +72,24 @@ EOT_TOKEN = 50256  # <|endoftext|>: starts every document
 EOT_ARRAY = np.array([EOT_TOKEN], dtype=np.uint32)
 GPT2_VOCAB_SIZE = 50257
 TOKENIZER = "gpt2"
-SHARD_PREFIX = "edufineweb"
-SHARD_FILE = re.compile(rf"{SHARD_PREFIX}_(val|train)_(\d{{6}})\.npy")
-MANIFEST = "manifest.json"
-TMP_SUFFIX = ".tmp"
-MANIFEST_FORMAT = 1
-DOCS_PER_TASK = 256  # documents per tokenizer task: measured fastest of 64-1024; keeps memory small
-TASKS_PER_WORKER = 4  # tokenizer tasks in flight per worker: keeps the workers fed, bounds memory
-# local file extension -> datasets builder and its options; a .txt file is one document
-BUILDERS: dict[str, tuple[str, dict[str, Any]]] = {
-    ".parquet": ("parquet", {}),
-    ".jsonl": ("json", {}),
-    ".json": ("json", {}),
-    ".csv": ("csv", {}),
-    ".txt": ("text", {"sample_by": "document"}),
+SHARD_FILE = re.compile(r"edufineweb_(val|train)_(\d{6})\.npy")
+MANIFEST, MANIFEST_FORMAT = "manifest.json", 2  # format 2: shards end at a file, row group and document
+LOCK_FILE, TMP_SUFFIX = ".fineweb.lock", ".tmp"
+DOCS_PER_CHUNK = 1024  # documents a worker reads, tokenizes and sends back at a time
+CHUNKS_AHEAD = 4  # finished chunks a worker may hold while it waits for its turn: evens out uneven units
+UNITS_AHEAD = 4  # units handed to each worker before it needs them
+FILE_KINDS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "txt"}
+# kinds a worker reads through a datasets builder, a file per unit (the hub's kind is its builder's name)
+DATASETS_READERS = {
+    "json": ("json", {}),
+    "csv": ("csv", {}),
+    "text": ("text", {}),
+    "txt": ("text", {"sample_by": "document"}),
 }
 
 
-class FinewebError(Exception):
-    """A problem with the arguments, the input or the output directory; main() prints it, no traceback."""
+class FinewebError(ValueError):
+    """A problem with the arguments, the input, the output directory or the shards; main() prints it."""
 
 
 class TokenCountError(ValueError, argparse.ArgumentTypeError):
@@ -83,12 +97,11 @@ class TokenCountError(ValueError, argparse.ArgumentTypeError):
 
 
 # -----------------------------------------------------------------------------
-# reading the shards (train_gpt2.py imports these)
+# reading the shards (train_gpt2.py uses these)
 
 
 def shard_name(index: int) -> str:
-    split = "val" if index == 0 else "train"
-    return f"{SHARD_PREFIX}_{split}_{index:06d}.npy"
+    return f"edufineweb_{'val' if index == 0 else 'train'}_{index:06d}.npy"
 
 
 def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
@@ -98,25 +111,128 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no shard directory {data_dir.resolve()}: make it with `python fineweb.py`")
-    shards = []
-    for path in data_dir.iterdir():
-        match = SHARD_FILE.fullmatch(path.name)
-        if match and match.group(1) == split:
-            shards.append((int(match.group(2)), path))
-    if not shards:
+    matches = [(SHARD_FILE.fullmatch(path.name), path) for path in data_dir.iterdir()]
+    if not (shards := sorted((int(m.group(2)), path) for m, path in matches if m and m.group(1) == split)):
         raise FileNotFoundError(
             f"no {split} shards in {data_dir.resolve()}: make them with `python fineweb.py`"
             f" (and --output-dir {data_dir} if that is not the default)"
         )
-    return [path for _, path in sorted(shards)]
+    return [path for _, path in shards]
+
+
+def damaged(path: str | os.PathLike, problem: str) -> FinewebError:
+    hint = f"check the directory with `python fineweb.py --verify {Path(path).parent}`"
+    return FinewebError(f"{path}: {problem}: the file is damaged; {hint}")
 
 
 def open_shard(path: str | os.PathLike) -> np.ndarray:
-    """A shard's tokens, memory-mapped (uint16, 1-D, nothing copied)."""
-    tokens = np.load(path, mmap_mode="r")
+    """A shard's tokens, memory-mapped (1-D uint16, read-only; no token is read yet)."""
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:  # a truncated file does not map
+        raise damaged(path, f"not a readable .npy shard ({err})") from err
     if tokens.dtype != np.uint16 or tokens.ndim != 1:
-        raise ValueError(f"{path}: expected a 1-D uint16 token array, found a {tokens.ndim}-D {tokens.dtype} array")
+        raise damaged(path, f"expected a 1-D uint16 token array, found a {tokens.ndim}-D {tokens.dtype} array")
     return tokens
+
+
+def load_shard(path: str | os.PathLike) -> np.ndarray:
+    """open_shard, with every token id checked against the vocabulary (reads the whole shard once)."""
+    tokens = open_shard(path)
+    if len(tokens) and (top := int(tokens.max())) >= GPT2_VOCAB_SIZE:
+        raise damaged(path, f"token id {top} is outside the gpt2 vocabulary ({GPT2_VOCAB_SIZE})")
+    return tokens
+
+
+def shard_lengths(data_dir: str | os.PathLike, split: str) -> list[tuple[Path, int]]:
+    """The split's shards in index order with their token counts (from the .npy headers). Where there is a
+    manifest, the run must be complete and the shards the ones it lists, of the lengths it lists."""
+    manifest = read_manifest(data_dir) if Path(data_dir).is_dir() else None
+    if manifest is not None and (problems := directory_problems(Path(data_dir), manifest)):
+        raise FinewebError(problems[0] + (f" (and {len(problems) - 1} more problems)" if problems[1:] else ""))
+    return [(path, len(open_shard(path))) for path in list_shards(data_dir, split)]
+
+
+MANIFEST_FIELDS = {
+    "format": int,
+    "settings": dict,
+    "input": dict,
+    "complete": bool,
+    "input_exhausted": bool,
+    "shards": list,
+}
+SHARD_FIELDS = {"file": str, "tokens": int, "documents": int, "sha256": str}
+END_FIELDS = {"file": int, "row_group": int, "document": int, "token": int, "tokens_sha256": str}
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict | None:
+    """data_dir's manifest, with every field that fineweb.py relies on checked; None where there is none."""
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        check_fields(manifest, MANIFEST_FIELDS)
+        for shard in manifest["shards"]:
+            check_fields(shard, SHARD_FIELDS)
+            check_fields(shard["end"], END_FIELDS)
+    except (OSError, ValueError, TypeError, KeyError) as err:  # KeyError: a field is missing
+        problem = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        raise FinewebError(f"{path} is malformed ({problem}): rerun fineweb.py with --overwrite to start over") from err
+    if manifest["format"] != MANIFEST_FORMAT:
+        formats = f"format {manifest['format']}, this fineweb.py writes format {MANIFEST_FORMAT}"
+        raise FinewebError(f"{path} is in {formats}: rerun fineweb.py with --overwrite to make the directory again")
+    return manifest
+
+
+def check_fields(part: Any, fields: dict[str, type]) -> None:
+    """KeyError or TypeError for the first field that `part` lacks or holds with another type."""
+    for key, kind in fields.items():
+        if not isinstance(part[key], kind):
+            raise TypeError(f"{key!r} should be of type {kind.__name__}")
+
+
+def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> list[str]:
+    """What is wrong with data_dir's shards, against its manifest: files missing, extra or unreadable, token
+    counts; with deep, also token ids, document counts and checksums (which read every token)."""
+    problems = (
+        []
+        if manifest["complete"]
+        else [
+            f"{data_dir} is incomplete: its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
+        ]
+    )
+    listed = [entry["file"] for entry in manifest["shards"]]
+    problems += [f"{path}: not in {MANIFEST}" for path in shard_files(data_dir) if path.name not in listed]
+    problems += [
+        f"{MANIFEST}: shard {i} is {name}, not {shard_name(i)}"
+        for i, name in enumerate(listed)
+        if name != shard_name(i)
+    ]
+    for entry in manifest["shards"]:
+        path = data_dir / entry["file"]
+        try:
+            tokens = (load_shard if deep else open_shard)(path) if path.is_file() else None
+        except FinewebError as err:
+            problems.append(str(err))
+            continue
+        if tokens is None:
+            problems.append(f"{path}: missing, though {MANIFEST} lists it")
+        elif len(tokens) != entry["tokens"]:
+            problems.append(f"{path}: {len(tokens):,} tokens, {MANIFEST} says {entry['tokens']:,}")
+        elif deep and (documents := int(np.count_nonzero(tokens == EOT_TOKEN))) != entry["documents"]:
+            problems.append(f"{path}: {documents:,} documents start here, {MANIFEST} says {entry['documents']:,}")
+        elif deep and file_sha256(path) != entry["sha256"]:
+            problems.append(f"{path}: sha256 differs from the manifest's (the file changed after it was written)")
+    return problems
+
+
+def shard_files(data_dir: Path) -> list[Path]:
+    return sorted(p for p in data_dir.iterdir() if SHARD_FILE.fullmatch(p.name))
+
+
+# -----------------------------------------------------------------------------
+# settings, and the input cut into units of work
 
 
 def parse_token_count(text: str) -> int:
@@ -131,8 +247,12 @@ def parse_token_count(text: str) -> int:
     return int(count)
 
 
-# -----------------------------------------------------------------------------
-# settings
+def format_token_count(count: int) -> str:
+    """100_000_000 -> '100M' (the inverse of parse_token_count where it is exact)."""
+    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if count % size == 0:
+            return f"{count // size}{unit}"
+    return str(count)
 
 
 @dataclass(frozen=True)
@@ -154,10 +274,8 @@ class ShardingConfig:
         if self.shard_size < 1 or self.workers < 1:
             raise FinewebError("--shard-size and --workers must be at least 1")
         if self.tokens <= self.shard_size:
-            raise FinewebError(
-                f"--tokens {self.tokens:,} is not more than one shard (--shard-size {self.shard_size:,}):"
-                " shard 0 is the validation shard, so nothing would be left for training"
-            )
+            one_shard = f"--tokens {self.tokens:,} is not more than one shard (--shard-size {self.shard_size:,})"
+            raise FinewebError(f"{one_shard}: shard 0 is the validation shard, so nothing would be left for training")
 
     @property
     def num_shards(self) -> int:
@@ -168,129 +286,140 @@ class ShardingConfig:
         return min(self.shard_size, self.tokens - index * self.shard_size)
 
 
-# -----------------------------------------------------------------------------
-# the input: a stream of documents, in batches
+@dataclass(frozen=True)
+class Unit:
+    """What one worker reads and tokenizes: a parquet row group, or a whole file of another kind."""
+
+    kind: str  # parquet, or a key of DATASETS_READERS
+    file: int  # index in the input's files
+    path: str  # a local path, or a URL that fsspec opens (hf://...)
+    row_group: int = 0
+    first_document: int = 0  # the documents before it were written by an earlier run
+    text_column: str = "text"
+
+    def __str__(self) -> str:
+        return f"{self.path}, row group {self.row_group}" if self.kind == "parquet" else self.path
 
 
-def resolve_data_files(patterns: Iterable[str]) -> list[Path]:
-    """The files the globs match, sorted so that the output does not depend on the file system."""
+def local_input(patterns: Iterable[str]) -> dict[str, Any]:
+    """The files the globs match (sorted, so that the output does not depend on the file system) and their kind."""
     files: set[Path] = set()
     for pattern in patterns:
-        matches = [Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True)]
-        matches = [p.resolve() for p in matches if p.is_file()]
-        if not matches:
+        if not (
+            matches := [
+                p.resolve() for p in map(Path, glob.glob(os.path.expanduser(pattern), recursive=True)) if p.is_file()
+            ]
+        ):
             raise FinewebError(f"no file matches --data-files {pattern!r}")
         files.update(matches)
-    return sorted(files)
-
-
-def builder_for(files: list[Path]) -> tuple[str, dict[str, Any]]:
-    """The datasets builder (and its options) that reads these files: one kind of file per run."""
-    suffixes = sorted({f.suffix.lower() for f in files})
-    if len(suffixes) > 1:
+    if len(suffixes := sorted({f.suffix.lower() for f in files})) > 1:
         raise FinewebError(f"--data-files mixes {', '.join(suffixes)} files: give one kind per run")
-    if suffixes[0] not in BUILDERS:
+    if suffixes[0] not in FILE_KINDS:
         kind = suffixes[0] or "extension-less"
-        raise FinewebError(f"cannot read {kind} files: --data-files takes {', '.join(BUILDERS)}")
-    return BUILDERS[suffixes[0]]
+        raise FinewebError(f"cannot read {kind} files: --data-files takes {', '.join(FILE_KINDS)}")
+    return {"kind": FILE_KINDS[suffixes[0]], "files": [str(f) for f in sorted(files)]}
 
 
-def describe_source(config: ShardingConfig, files: list[Path]) -> dict[str, Any]:
-    if files:
-        return {"data_files": [str(f) for f in files]}
-    return {"dataset": config.dataset, "name": config.name, "split": config.split}
+def hub_input(config: ShardingConfig) -> dict[str, Any]:
+    """The dataset's files on the hub (URLs), in the order `datasets` streams them, and their kind."""
+    import datasets
 
-
-def require_text_column(columns: Iterable[str], text_column: str) -> None:
-    columns = list(columns)
-    if text_column not in columns:
+    try:
+        builder = datasets.load_dataset_builder(config.dataset, config.name)
+    except (OSError, ValueError) as err:
         raise FinewebError(
-            f"the input has no column {text_column!r}; its columns are: {', '.join(columns) or '(none)'}"
+            f"cannot open dataset {config.dataset!r} (--name {config.name!r}): {err}\nCheck the name and the"
+            " network. Without a network, HF_HUB_OFFLINE=1 makes datasets use its local cache; --data-files reads"
+            " local parquet, jsonl, json, csv or txt files instead."
+        ) from err
+    splits = builder.config.data_files or {}
+    if config.split not in splits or builder.name not in ("parquet", "json", "csv", "text"):
+        raise FinewebError(
+            f"dataset {config.dataset!r} has no parquet, json, csv or text split {config.split!r}"
+            f" (it is {builder.name}, with splits {', '.join(splits)})"
+        )
+    return {"kind": builder.name, "files": [str(f) for f in splits[config.split]]}
+
+
+def open_binary(path: str) -> str | IO[bytes]:
+    """A local path as is (pyarrow reads it natively), a URL through fsspec (which reads only what is asked)."""
+    if "://" not in path:
+        return path
+    import fsspec
+
+    return fsspec.open(path, "rb").open()
+
+
+def work_units(source: dict[str, Any], text_column: str, start: dict | None = None) -> Iterator[Unit]:
+    """The input's units in reading order, from the one that holds `start` (where a shard ended). A parquet
+    file's row groups are counted from its footer when its turn comes."""
+    import pyarrow.parquet as pq
+
+    kind, files = source["kind"], source["files"]
+    first = (start["file"], start["row_group"], start["document"]) if start else (0, 0, 0)
+    for index in range(first[0], len(files)):
+        try:
+            row_groups = pq.read_metadata(open_binary(files[index])).num_row_groups if kind == "parquet" else 1
+        except (OSError, ValueError) as err:
+            raise FinewebError(f"cannot read {files[index]} as parquet: {err}") from err
+        for row_group in range(first[1] if index == first[0] else 0, row_groups):
+            skip = first[2] if (index, row_group) == first[:2] else 0
+            yield Unit(kind, index, files[index], row_group, skip, text_column)
+
+
+# -----------------------------------------------------------------------------
+# the workers: each reads its units, tokenizes them, and sends back their tokens
+
+
+@lru_cache(maxsize=1)  # a worker reads row group after row group of the same file
+def open_parquet(path: str) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(open_binary(path))
+
+
+def text_columns(unit: Unit) -> Iterator[pa.Array]:
+    """The unit's text column, DOCS_PER_CHUNK documents at a time."""
+    if unit.kind == "parquet":
+        parquet = open_parquet(unit.path)
+        require_text_column(unit, parquet.schema_arrow.names)
+        batches = parquet.iter_batches(DOCS_PER_CHUNK, [unit.row_group], [unit.text_column], use_threads=False)
+        yield from (batch.column(0) for batch in batches)
+        return
+    import datasets
+
+    builder, options = DATASETS_READERS[unit.kind]
+    try:
+        stream = datasets.load_dataset(builder, data_files=[unit.path], split="train", streaming=True, **options)
+    except StopIteration:  # datasets' json builder, on an empty file
+        return
+    for table in stream.with_format("arrow").iter(batch_size=DOCS_PER_CHUNK):
+        require_text_column(unit, table.column_names)
+        yield table.column(unit.text_column)
+
+
+def require_text_column(unit: Unit, columns: list[str]) -> None:
+    if unit.text_column not in columns:
+        raise FinewebError(
+            f"the input has no column {unit.text_column!r}; its columns are: {', '.join(columns)}"
             " (choose one with --text-column)"
         )
 
 
-def open_stream(config: ShardingConfig, files: list[Path]) -> datasets.IterableDataset:
-    """The input as a streaming datasets.IterableDataset, reduced to the text column when its columns are known."""
-    import datasets
-
-    try:
-        if files:
-            builder, options = builder_for(files)
-            stream = datasets.load_dataset(
-                builder, data_files=[str(f) for f in files], split="train", streaming=True, **options
-            )
-        else:
-            stream = datasets.load_dataset(config.dataset, name=config.name, split=config.split, streaming=True)
-    except StopIteration as err:  # datasets' json builder, when every file is empty
-        raise FinewebError("the input has no documents: the files are empty") from err
-    except (OSError, ValueError) as err:
-        if files:
-            raise FinewebError(f"cannot read --data-files {', '.join(map(str, files))}: {err}") from err
-        raise FinewebError(
-            f"cannot open dataset {config.dataset!r} (--name {config.name!r}, --split {config.split!r}): {err}\n"
-            "Check the name and the network. Without a network, HF_HUB_OFFLINE=1 makes datasets use its local"
-            " cache; --data-files reads local parquet, jsonl, json, csv or txt files instead."
-        ) from err
-    if stream.column_names is not None:  # known for parquet and json; csv reveals its columns on the first batch
-        require_text_column(stream.column_names, config.text_column)
-        stream = stream.select_columns([config.text_column])  # don't decode columns that are thrown away
-    # batches stay Arrow tables: the tokenizer processes, not this one, turn them into Python strings
-    return stream.with_format("arrow")
-
-
-@dataclass
-class DocBatch:
-    first: int  # index in the document stream of texts[0]
-    texts: pa.Array | list[str]  # list[str] where the column needed decoding
-    state: dict | None  # datasets state from which the stream yields texts[0]; None: from the start
-
-    def text(self, i: int) -> str:
-        text = self.texts[i]
-        return text if isinstance(text, str) else text.as_py()
-
-
-def batch_texts(column: pa.ChunkedArray, first: int, text_column: str) -> pa.Array | list[str]:
-    """A batch's documents for the tokenizers: a string column as one Arrow array, anything else decoded to
-    Python strings and checked."""
-    import pyarrow as pa
-
-    if (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) and column.null_count == 0:
-        return column.combine_chunks()  # one buffer: a sliced array would pickle all of its parent's
-    texts = column.to_pylist()
-    if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' Json feature: mixed types
-        texts = [None if text is None else json.loads(text) for text in texts]
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise FinewebError(f"document {first + i}: column {text_column!r} holds {type(text).__name__}, not text")
-    return texts
-
-
-def read_batches(
-    stream: datasets.IterableDataset, text_column: str, first: int = 0, state: dict | None = None
-) -> Iterator[DocBatch]:
-    """The documents in batches of DOCS_PER_TASK; with a state, from the document `first` that it points at."""
-    if state is not None:
-        stream.load_state_dict(state)  # jumps there without reading (or downloading) what came before
-    batches = stream.iter(batch_size=DOCS_PER_TASK)
-    while True:
-        try:
-            table = next(batches)
-        except StopIteration:
-            return
-        except (OSError, ValueError) as err:
-            raise FinewebError(
-                f"reading the input failed after document {first:,}: {err}\n"
-                "The finished shards are kept: rerun the same command to continue from them."
-            ) from err
-        require_text_column(table.column_names, text_column)
-        yield DocBatch(first, batch_texts(table.column(text_column), first, text_column), state)
-        first += table.num_rows
-        state = stream.state_dict()  # where the next batch starts
-
-
-# -----------------------------------------------------------------------------
-# tokenizing, in parallel and in order
+def read_unit(unit: Unit) -> Iterator[tuple[int, list[str]]]:
+    """The unit's documents from unit.first_document on, in batches: (index in the unit of the first, texts)."""
+    first = 0
+    for column in text_columns(unit):
+        if (skip := min(max(unit.first_document - first, 0), len(column))) < len(column):
+            texts = column.slice(skip).to_pylist()
+            if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' Json feature: mixed types
+                texts = [None if text is None else json.loads(text) for text in texts]
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    where = f"{unit}, document {first + skip + i}: column {unit.text_column!r}"
+                    raise FinewebError(f"{where} holds {type(text).__name__}, not text")
+            yield first + skip, texts
+        first += len(column)
 
 
 @cache
@@ -300,73 +429,363 @@ def gpt2_encoding() -> tiktoken.Encoding:
     try:
         return tiktoken.get_encoding(TOKENIZER)
     except Exception as err:  # tiktoken raises whatever its download raised
-        raise FinewebError(
-            f"cannot load tiktoken's {TOKENIZER} encoding: {err}\n"
-            "Without a network, point TIKTOKEN_CACHE_DIR at a folder that holds its files."
-        ) from err
+        hint = "Without a network, point TIKTOKEN_CACHE_DIR at a folder that holds its files."
+        raise FinewebError(f"cannot load tiktoken's {TOKENIZER} encoding: {err}\n{hint}") from err
 
 
-def encode_ordinary(text: str) -> np.ndarray:
-    """encode_ordinary(text) as a uint32 array, without building a Python list of ints."""
+def tokenize_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """<|endoftext|> + encode_ordinary(text) for each text, concatenated (uint16), and each one's length."""
     enc = gpt2_encoding()
-    try:
-        # with no special tokens allowed or disallowed, encode is encode_ordinary
-        return enc.encode_to_numpy(text, disallowed_special=())
-    except UnicodeEncodeError:  # lone surrogates: encode_ordinary knows how to repair them
-        return np.array(enc.encode_ordinary(text), dtype=np.uint32)
-
-
-
-def tokenize_documents(texts: pa.Array | list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """<|endoftext|> + encode_ordinary(text) for each text (a list of str or an Arrow string array),
-    concatenated (uint16), and each one's length."""
-    parts = []
-    for text in texts if isinstance(texts, list) else texts.to_pylist():
-        parts += (EOT_ARRAY, encode_ordinary(text))
+    # encode with no special tokens allowed or disallowed is encode_ordinary; to_numpy skips a list of ints
+    parts = [part for text in texts for part in (EOT_ARRAY, enc.encode_to_numpy(text, disallowed_special=()))]
     lengths = np.array([len(p) + 1 for p in parts[1::2]], dtype=np.int64)
     tokens = np.concatenate(parts, dtype=np.uint16, casting="unsafe") if parts else np.empty(0, np.uint16)
     return tokens, lengths
 
 
-def start_worker() -> None:
-    """Runs first in each tokenizer process: Ctrl-C (sent to the whole process group) is left to the main
-    process, and the worker exits when the main process dies, even by SIGKILL, instead of lingering."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+@dataclass
+class Chunk:
+    """Consecutive documents of a unit, tokenized."""
+
+    first_document: int  # index in the unit of the first
+    tokens: np.ndarray  # uint16: <|endoftext|> + encode_ordinary(text) of each document
+    lengths: np.ndarray  # tokens per document
+
+
+def tokenizer_process(tasks: multiprocessing.connection.Connection, results: multiprocessing.connection.Connection):
+    """A worker: for each unit it is sent, its chunks, then None (or the FinewebError that stopped it).
+    A sender thread lets it work CHUNKS_AHEAD chunks ahead of the main process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the main process handles it
     threading.Thread(target=exit_with_parent, daemon=True).start()
+    outbox: queue.Queue = queue.Queue(CHUNKS_AHEAD)
+    threading.Thread(target=send_all, args=(outbox, results), daemon=True).start()
+    with contextlib.suppress(FinewebError):  # load it while the main process gets ready; a failure comes again
+        gpt2_encoding()
+    while unit := tasks.recv():
+        try:
+            for first, texts in read_unit(unit):
+                outbox.put(Chunk(first, *tokenize_documents(texts)))
+            outbox.put(None)
+        except FinewebError as err:
+            outbox.put(err)
+        except Exception as err:  # the input's libraries raise many kinds
+            hint = "The finished shards are kept: fix the cause and rerun the same command."
+            outbox.put(FinewebError(f"reading {unit} failed: {type(err).__name__}: {err}\n{hint}"))
+
+
+def send_all(outbox: queue.Queue, results: multiprocessing.connection.Connection) -> None:
+    while True:
+        results.send(outbox.get())
 
 
 def exit_with_parent() -> None:
+    """Exit when the main process dies, even by SIGKILL, instead of lingering."""
     multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
     os._exit(1)
 
 
-def start_tokenizer_pool(workers: int) -> ProcessPoolExecutor:
-    """Tokenizer processes (threads would contend for the GIL twice per document). They start now, before
-    the input reader starts threads: forking is safe from a single-threaded process, and cheap."""
-    method = "fork" if sys.platform == "linux" else "spawn"
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=start_worker)
-    pool.submit(int).result()  # with fork, the first task starts every worker
-    return pool
+class Worker:
+    """A tokenizer process and its pipes: units go in, their chunks come back."""
+
+    def __init__(self, context: Any):
+        task_reader, self.tasks = context.Pipe(duplex=False)
+        self.results, result_writer = context.Pipe(duplex=False)
+        self.process = context.Process(target=tokenizer_process, args=(task_reader, result_writer), daemon=True)
+        self.process.start()
+        task_reader.close()
+        result_writer.close()  # the worker holds the only one now: its death reads as the pipe's end
+
+    def chunks(self, unit: Unit) -> Iterator[tuple[Unit, Chunk]]:
+        """The chunks of the unit it was sent last but for those already read, up to the None that ends them."""
+        while True:
+            try:
+                item = self.results.recv()
+            except (EOFError, OSError) as err:
+                self.process.join(timeout=1)
+                died = f"tokenizer process {self.process.pid} died (exit code {self.process.exitcode}"
+                raise FinewebError(f"{died}; out of memory?)") from err
+            if isinstance(item, FinewebError):
+                raise item
+            if item is None:
+                return
+            yield unit, item
 
 
-def tokenize_in_order(
-    batches: Iterable[DocBatch], pool: Executor, max_pending: int
-) -> Iterator[tuple[DocBatch, np.ndarray, np.ndarray]]:
-    """Tokenize batches on the pool and yield them in input order. Unlike Executor.map (or Pool.imap),
-    it reads the input only max_pending batches ahead, so memory stays bounded."""
-    pending: deque = deque()
-    for batch in batches:
-        pending.append((batch, pool.submit(tokenize_documents, batch.texts)))
-        if len(pending) >= max_pending:
-            batch, future = pending.popleft()
-            yield batch, *future.result()
-    while pending:
-        batch, future = pending.popleft()
-        yield batch, *future.result()
+class Tokenizers:
+    """Worker processes (threads would contend for the GIL). Unit k goes to worker k mod N, and its chunks
+    are read back from that worker when its turn comes, so they arrive in input order."""
+
+    def __init__(self, count: int):
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        self.workers = [Worker(context) for _ in range(count)]
+
+    def __enter__(self) -> Tokenizers:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for worker in self.workers:
+            worker.process.terminate()  # the workers hold nothing that needs a clean exit
+        for worker in self.workers:
+            worker.process.join()
+
+    def tokenize_in_order(self, units: Iterable[Unit]) -> Iterator[tuple[Unit, Chunk]]:
+        """Each unit's chunks, in input order; the input is read only UNITS_AHEAD units per worker ahead."""
+        pending: deque[tuple[Unit, Worker]] = deque()
+        for k, unit in enumerate(units):
+            worker = self.workers[k % len(self.workers)]
+            with contextlib.suppress(BrokenPipeError):  # a dead worker is reported when its chunks are due
+                worker.tasks.send(unit)
+            pending.append((unit, worker))
+            if len(pending) == UNITS_AHEAD * len(self.workers):
+                oldest, its_worker = pending.popleft()
+                yield from its_worker.chunks(oldest)
+        for oldest, its_worker in pending:
+            yield from its_worker.chunks(oldest)
 
 
 # -----------------------------------------------------------------------------
-# the output directory: atomic writes and the manifest
+# the main process: chunks, in order, into the shard buffer; full shards to disk
+
+
+class ShardWriter:
+    """Fills the shard buffer from the chunks, in order. A full shard is written once a token for the next one
+    arrives, or at the end: so an input too small for a train token leaves no lone val shard behind."""
+
+    def __init__(self, config: ShardingConfig, manifest: dict):
+        self.config = config
+        self.manifest = manifest
+        self.buffer = np.empty(config.shard_size, dtype=np.uint16)
+        self.filled = 0
+        self.documents = 0  # documents that start in the buffer
+        self.end: dict | None = None  # where the buffer's last token lies in the input
+        # a resumed run re-reads the document the last shard ends in; its first tokens are written already
+        self.resume_from: dict | None = manifest["shards"][-1]["end"] if manifest["shards"] else None
+
+    @property
+    def index(self) -> int:
+        return len(self.manifest["shards"])
+
+    @property
+    def full(self) -> bool:
+        return self.filled == self.config.shard_tokens(self.index)
+
+    @property
+    def done(self) -> bool:
+        return self.full and self.index == self.config.num_shards - 1
+
+    def add(self, unit: Unit, chunk: Chunk) -> int:
+        """Copy a chunk's tokens into the buffer, writing full shards as tokens after them arrive; returns
+        the tokens taken."""
+        ends = np.cumsum(chunk.lengths)
+        starts = ends - chunk.lengths
+        pos = self.resume_position(unit, chunk) if self.resume_from else 0
+        taken = 0
+        while pos < len(chunk.tokens) and not self.done:
+            if self.full:
+                self.write_shard()
+            n = min(self.config.shard_tokens(self.index) - self.filled, len(chunk.tokens) - pos)
+            self.buffer[self.filled : self.filled + n] = chunk.tokens[pos : pos + n]
+            self.documents += int(np.searchsorted(starts, pos + n) - np.searchsorted(starts, pos))
+            self.filled, pos, taken = self.filled + n, pos + n, taken + n
+            last = int(np.searchsorted(ends, pos))  # the document that holds the last token taken
+            self.end = position(unit, chunk, last, pos - int(starts[last]))
+        return taken
+
+    def resume_position(self, unit: Unit, chunk: Chunk) -> int:
+        """Where the unwritten tokens begin in a resumed run's first chunk, once it is sure to be the same input."""
+        end, self.resume_from = self.resume_from, None
+        if position(unit, chunk, 0, end["token"]) != end:
+            raise FinewebError(
+                f"the input changed since the last shard was written: document {end['document']:,}"
+                f" of {unit} is not the same (use --overwrite to start over)"
+            )
+        return end["token"]
+
+    def write_shard(self) -> None:
+        """Write the buffer as the next shard, then the manifest; a crash between the two leaves a shard
+        that the manifest does not list, which the next run writes again."""
+        name = shard_name(self.index)
+        path = self.config.output_dir / name
+        try:
+            write_file_atomic(path, lambda f: np.save(f, self.buffer[: self.filled]))
+            entry = {"file": name, "tokens": self.filled, "documents": self.documents, "sha256": file_sha256(path)}
+            self.manifest["shards"].append({**entry, "end": self.end})
+            manifest_json = json.dumps(self.manifest, indent=1).encode()
+            try:
+                write_file_atomic(self.config.output_dir / MANIFEST, lambda f: f.write(manifest_json))
+            except OSError:
+                self.manifest["shards"].pop()  # the manifest on disk does not list it: don't leave it behind
+                path.unlink(missing_ok=True)
+                raise
+        except OSError as err:
+            raise FinewebError(
+                f"cannot write {path}: {err}\nThe finished shards and the manifest are intact:"
+                " fix the cause and rerun the same command."
+            ) from err
+        self.filled = self.documents = 0
+
+    def finish(self) -> None:
+        """The budget is reached or the input ran out: write what is left and mark the manifest complete."""
+        if self.resume_from is not None or (self.index and not self.filled):
+            raise FinewebError("the input changed since the last shard was written: it ends earlier (use --overwrite)")
+        if self.index == 0 and not self.filled:
+            raise FinewebError("the input has no documents: its files are empty")
+        if self.index == 0:
+            raise FinewebError(
+                f"the input holds only {self.filled:,} token(s) in {self.documents:,} document(s): not enough for"
+                f" the validation shard (--shard-size {self.config.shard_size:,}) and any training tokens;"
+                f" use a smaller --shard-size (below {self.filled:,}) or more input"
+            )
+        self.manifest["complete"] = True
+        self.manifest["input_exhausted"] = not self.done
+        self.write_shard()
+
+
+def position(unit: Unit, chunk: Chunk, document: int, token: int) -> dict[str, Any]:
+    """Where in the input a shard ends: `token` tokens (<|endoftext|> included) into the chunk's `document`;
+    with a checksum of that document's tokens, by which a resumed run knows it reads the same input."""
+    end = int(chunk.lengths[: document + 1].sum())
+    tokens = chunk.tokens[end - int(chunk.lengths[document]) : end]
+    return {
+        "file": unit.file,
+        "row_group": unit.row_group,
+        "document": chunk.first_document + document,
+        "token": token,
+        "tokens_sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
+    }
+
+
+@dataclass
+class ShardingResult:
+    config: ShardingConfig
+    manifest: dict
+    tokens_written: int = 0  # by this run
+    seconds: float = 0.0
+    already_complete: bool = False
+
+    def __str__(self) -> str:
+        shards = self.manifest["shards"]
+        tokens, documents = sum(e["tokens"] for e in shards), sum(e["documents"] for e in shards)
+        where = f"{self.config.output_dir}: {len(shards)} shards (1 val + {len(shards) - 1} train), {tokens:,} tokens"
+        if self.already_complete:
+            return f"{where}: already complete, nothing to do"
+        rate = self.tokens_written / self.seconds
+        line = (
+            f"{where}, {documents:,} documents; this run: {self.tokens_written:,} tokens"
+            f" in {self.seconds:.1f}s ({rate / 1e6:.2f}M tokens/s)"
+        )
+        if self.manifest["input_exhausted"]:
+            line += (
+                f"\nthe input ran out after {tokens:,} tokens, before the"
+                f" {format_token_count(self.config.tokens)} budget: all of it is in the shards"
+            )
+        return line
+
+
+def build_shards(config: ShardingConfig) -> ShardingResult:
+    """Tokenize the input into shards in config.output_dir, continuing a previous run of the same settings."""
+    source = local_input(config.data_files) if config.data_files else None
+    hub = {"dataset": config.dataset, "name": config.name, "split": config.split}
+    settings = {
+        "source": {"data_files": source["files"]} if source else hub,
+        "text_column": config.text_column,
+        "tokenizer": TOKENIZER,
+        "tokens": config.tokens,
+        "shard_size": config.shard_size,
+    }
+    # the workers start first: forked once the lock is taken, they would hold it too
+    with Tokenizers(config.workers) as tokenizers, output_dir(config, settings) as manifest:
+        if manifest["complete"]:
+            return ShardingResult(config, manifest, already_complete=True)
+        if not manifest["shards"]:  # a fresh run lists the input's files; a resumed one reads the same again
+            manifest["input"] = source or hub_input(config)
+        return write_shards(config, manifest, tokenizers)
+
+
+def write_shards(config: ShardingConfig, manifest: dict, tokenizers: Tokenizers) -> ShardingResult:
+    """Tokenize the input in parallel and fill the shard buffer, from where the manifest's shards end."""
+    writer = ShardWriter(config, manifest)
+    units = work_units(manifest["input"], config.text_column, start=writer.resume_from)
+    written_before = sum(entry["tokens"] for entry in manifest["shards"])
+    start = time.perf_counter()
+    with tqdm(total=config.tokens, initial=written_before, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
+        for unit, chunk in tokenizers.tokenize_in_order(units):
+            bar.update(writer.add(unit, chunk))
+            if writer.done:
+                break
+        writer.finish()
+    written = sum(entry["tokens"] for entry in manifest["shards"]) - written_before
+    return ShardingResult(config, manifest, written, time.perf_counter() - start)
+
+
+# -----------------------------------------------------------------------------
+# resume bookkeeping: the output directory, its lock and manifest, atomic writes
+
+
+@contextlib.contextmanager
+def output_dir(config: ShardingConfig, settings: dict) -> Iterator[dict]:
+    """The output directory, locked for the run, and the manifest to continue from. The kernel drops a flock
+    when its process dies, so a lock file left by a killed run does not block; the pid in it names the
+    holder. A failed run removes the directory if it created it and wrote nothing there."""
+    out = config.output_dir
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = open(out / LOCK_FILE, "a+")  # held open for the whole run
+    except OSError as err:
+        raise FinewebError(f"cannot write to the output directory {out}: {err.strerror or err}") from err
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            other = f"another fineweb.py run (pid {lock.read().strip()})"
+            raise FinewebError(f"{out} is being written by {other}: wait for it to end, or stop it") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        try:
+            yield prepare_output_dir(config, settings)
+        except BaseException:
+            if created and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+                os.remove(lock.name)  # still locked: no other run is using the directory
+                out.rmdir()
+            raise
+
+
+def prepare_output_dir(config: ShardingConfig, settings: dict) -> dict:
+    """The manifest to continue from (a new one for a fresh run), once what a killed run left is cleared.
+    Refuses a directory made with other settings unless --overwrite."""
+    out = config.output_dir
+    for path in out.iterdir():  # temporary files of a run killed mid-write
+        if path.name.endswith(TMP_SUFFIX) and (SHARD_FILE.fullmatch(path.stem) or path.stem == MANIFEST):
+            path.unlink()
+    if config.overwrite:
+        for path in [*shard_files(out), out / MANIFEST]:
+            path.unlink(missing_ok=True)
+    if (manifest := read_manifest(out)) is None:
+        if shard_files(out):
+            raise FinewebError(f"{out} holds shards but no {MANIFEST}: use --overwrite to start over")
+        return {
+            "format": MANIFEST_FORMAT,
+            "settings": settings,
+            "complete": False,
+            "input_exhausted": False,
+            "shards": [],
+        }
+    if changed := [
+        f"{key}: {manifest['settings'].get(key)!r} there, {value!r} here"
+        for key, value in settings.items()
+        if manifest["settings"].get(key) != value
+    ]:
+        raise FinewebError(
+            f"{out} was made with other settings ({'; '.join(changed)}): use another --output-dir,"
+            " or --overwrite to start over"
+        )
+    for entry in manifest["shards"]:
+        if not (out / entry["file"]).is_file():
+            raise FinewebError(f"{out / entry['file']} is in the manifest but missing: use --overwrite to start over")
+    return manifest
 
 
 def write_file_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
@@ -385,346 +804,8 @@ def write_file_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def text_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def read_manifest(output_dir: Path) -> dict | None:
-    path = output_dir / MANIFEST
-    if not path.exists():
-        return None
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise FinewebError(f"cannot read {path}: {err} (use --overwrite to start over)") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise FinewebError(f"{path} is not a manifest this script wrote (use --overwrite to start over)")
-    return manifest
-
-
-def write_manifest(output_dir: Path, manifest: dict) -> None:
-    write_file_atomic(output_dir / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-
-
-def shard_files(output_dir: Path) -> list[Path]:
-    return sorted(p for p in output_dir.iterdir() if SHARD_FILE.fullmatch(p.name))
-
-
-def remove_stale_temp_files(output_dir: Path) -> None:
-    """Temporary files left by a run that was killed mid-write."""
-    for path in output_dir.iterdir():
-        stem = path.name.removesuffix(TMP_SUFFIX)
-        if path.name.endswith(TMP_SUFFIX) and (SHARD_FILE.fullmatch(stem) or stem == MANIFEST):
-            path.unlink()
-
-
-def prepare_output_dir(config: ShardingConfig, settings: dict) -> dict:
-    """Create or reopen the output directory; return the manifest to continue from (empty for a fresh run).
-    Refuses a directory made with other settings unless --overwrite."""
-    out = config.output_dir
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise FinewebError(f"cannot write to the output directory {out}: {err.strerror or err}") from err
-    remove_stale_temp_files(out)
-    if config.overwrite:
-        for path in shard_files(out):
-            path.unlink()
-        (out / MANIFEST).unlink(missing_ok=True)
-    manifest = read_manifest(out)
-    if manifest is None:
-        if shard_files(out):
-            raise FinewebError(f"{out} holds shards but no {MANIFEST}: use --overwrite to start over")
-        return {"format": MANIFEST_FORMAT, "settings": settings, "complete": False, "input_exhausted": False,
-                "shards": [], "resume": None}
-    if manifest["settings"] != settings:
-        changed = [
-            f"{key}: {manifest['settings'].get(key)!r} there, {value!r} here"
-            for key, value in settings.items()
-            if manifest["settings"].get(key) != value
-        ]
-        raise FinewebError(
-            f"{out} was made with other settings ({'; '.join(changed)}): use another --output-dir,"
-            " or --overwrite to start over"
-        )
-    for entry in manifest["shards"]:
-        if not (out / entry["file"]).is_file():
-            raise FinewebError(f"{out / entry['file']} is in the manifest but missing: use --overwrite to start over")
-    return manifest
-
-
-# -----------------------------------------------------------------------------
-# cutting the token stream into shards
-
-
-class ShardWriter:
-    """Fills one shard buffer at a time from the token stream; writes each full shard and its manifest entry."""
-
-    def __init__(self, config: ShardingConfig, manifest: dict):
-        self.config = config
-        self.manifest = manifest
-        self.buffer = np.empty(config.shard_size, dtype=np.uint16)
-        self.filled = 0
-        self.documents = 0  # documents that start in the current shard
-        self.last_batch: tuple[DocBatch, np.ndarray] | None = None
-        # a resumed run re-reads the document the last shard ends in; its first tokens are written already
-        self.resume_from: dict | None = manifest["shards"][-1]["end"] if manifest["shards"] else None
-
-    @property
-    def index(self) -> int:
-        return len(self.manifest["shards"])
-
-    @property
-    def done(self) -> bool:
-        return self.index == self.config.num_shards
-
-    def add(self, batch: DocBatch, tokens: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
-        """Append a batch's tokens, writing shards as they fill; returns the (tokens, documents) taken."""
-        ends = np.cumsum(lengths)
-        starts = ends - lengths
-        pos = self.resume_position(batch, starts) if self.resume_from else 0
-        taken_tokens = taken_documents = 0
-        while pos < len(tokens) and not self.done:
-            n = min(self.config.shard_tokens(self.index) - self.filled, len(tokens) - pos)
-            self.buffer[self.filled : self.filled + n] = tokens[pos : pos + n]
-            new_documents = int(np.searchsorted(starts, pos + n) - np.searchsorted(starts, pos))
-            self.filled += n
-            self.documents += new_documents
-            taken_tokens += n
-            taken_documents += new_documents
-            pos += n
-            if self.filled == self.config.shard_tokens(self.index):
-                last = int(np.searchsorted(ends, pos))  # the document that holds the shard's last token
-                self.write_shard(batch, last, pos - int(starts[last]))
-        self.last_batch = (batch, lengths)
-        return taken_tokens, taken_documents
-
-    def resume_position(self, batch: DocBatch, starts: np.ndarray) -> int:
-        """Where the unwritten tokens begin in the first batch of a resumed run; checks it is the same document."""
-        end, self.resume_from = self.resume_from, None
-        i = end["document"] - batch.first
-        if not 0 <= i < len(batch.texts) or text_sha256(batch.text(i)) != end["text_sha256"]:
-            raise FinewebError(
-                f"the input changed since the last shard was written: document {end['document']:,} is not the same"
-                " (use --overwrite to start over)"
-            )
-        return int(starts[i]) + end["token"]
-
-    def write_shard(self, batch: DocBatch, i: int, token: int) -> None:
-        """Write the filled buffer as the next shard; it ends `token` tokens (counting <|endoftext|>) into
-        document i of the batch. Then the manifest: a crash between the two leaves a shard it doesn't list."""
-        name = shard_name(self.index)
-        path = self.config.output_dir / name
-        tokens = self.buffer[: self.filled]
-        try:
-            write_file_atomic(path, lambda f: np.save(f, tokens))
-            end = {"document": batch.first + i, "token": token, "text_sha256": text_sha256(batch.text(i))}
-            entry = {"file": name, "tokens": self.filled, "documents": self.documents, "sha256": file_sha256(path)}
-            self.manifest["shards"].append({**entry, "end": end})
-            self.manifest["complete"] = self.done
-            # a resumed run reopens the input at this batch (the datasets state makes that a seek, not a re-read)
-            self.manifest["resume"] = None if self.done else {"document": batch.first, "state": batch.state}
-            try:
-                write_manifest(self.config.output_dir, self.manifest)
-            except OSError:
-                self.manifest["shards"].pop()  # the manifest on disk does not list it: don't leave it behind
-                path.unlink(missing_ok=True)
-                raise
-        except OSError as err:
-            raise FinewebError(
-                f"cannot write {path}: {err}\n"
-                "The finished shards and the manifest are intact: fix the cause and rerun the same command."
-            ) from err
-        self.filled = self.documents = 0
-
-    def finish(self) -> None:
-        """The input ran out or the budget is reached: write what is left and mark the manifest complete."""
-        if self.resume_from is not None:  # not even the document the last run stopped in came back
-            raise FinewebError("the input changed since the last shard was written: it ends earlier (use --overwrite)")
-        if self.filled:
-            batch, lengths = self.last_batch
-            self.write_shard(batch, len(lengths) - 1, int(lengths[-1]))
-        if not self.manifest["shards"]:
-            raise FinewebError("the input has no documents")
-        self.manifest["complete"] = True
-        self.manifest["input_exhausted"] = not self.done
-        self.manifest["resume"] = None
-        try:
-            write_manifest(self.config.output_dir, self.manifest)
-        except OSError as err:
-            raise FinewebError(f"cannot write {self.config.output_dir / MANIFEST}: {err}") from err
-
-
-# -----------------------------------------------------------------------------
-# the whole run
-
-
-def format_token_count(count: int) -> str:
-    """100_000_000 -> '100M' (the inverse of parse_token_count where it is exact)."""
-    for unit, size in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if count % size == 0:
-            return f"{count // size}{unit}"
-    return str(count)
-
-
-@dataclass
-class ShardingResult:
-    output_dir: Path
-    shards: int
-    tokens: int  # in all shards
-    documents: int
-    budget: int
-    input_exhausted: bool
-    tokens_written: int = 0  # by this run
-    seconds: float = 0.0
-    already_complete: bool = False
-
-    @classmethod
-    def of(cls, config: ShardingConfig, manifest: dict, **run) -> ShardingResult:
-        shards = manifest["shards"]
-        tokens, documents = sum(e["tokens"] for e in shards), sum(e["documents"] for e in shards)
-        return cls(config.output_dir, len(shards), tokens, documents, config.tokens, manifest["input_exhausted"], **run)
-
-    def __str__(self) -> str:
-        where = f"{self.output_dir}: {self.shards} shards (1 val + {self.shards - 1} train), {self.tokens:,} tokens"
-        if self.already_complete:
-            return f"{where}: already complete, nothing to do"
-        rate = self.tokens_written / max(self.seconds, 1e-9)
-        line = (f"{where}, {self.documents:,} documents; this run: {self.tokens_written:,} tokens"
-                f" in {self.seconds:.1f}s ({rate / 1e6:.2f}M tokens/s)")
-        if self.input_exhausted:
-            line += f"; the input ran out before the {format_token_count(self.budget)}-token budget"
-        return line
-
-
-def build_shards(config: ShardingConfig) -> ShardingResult:
-    """Tokenize the input into shards in config.output_dir, continuing a previous run of the same settings."""
-    files = resolve_data_files(config.data_files) if config.data_files else []
-    settings = {
-        "source": describe_source(config, files),
-        "text_column": config.text_column,
-        "tokenizer": TOKENIZER,
-        "tokens": config.tokens,
-        "shard_size": config.shard_size,
-    }
-    manifest = prepare_output_dir(config, settings)
-    if manifest["complete"]:
-        return ShardingResult.of(config, manifest, already_complete=True)
-    gpt2_encoding()  # a missing tokenizer fails here, and forked workers inherit it loaded
-    with start_tokenizer_pool(config.workers) as pool:
-        stream = open_stream(config, files)
-        start = time.perf_counter()
-        tokens_written = write_shards(config, manifest, stream, pool)
-    return ShardingResult.of(config, manifest, tokens_written=tokens_written, seconds=time.perf_counter() - start)
-
-
-def write_shards(config: ShardingConfig, manifest: dict, stream: datasets.IterableDataset, pool: Executor) -> int:
-    """Tokenize the stream on the pool into shards, from where the manifest's shards end; returns the tokens written."""
-    resume = manifest["resume"] or {"document": 0, "state": None}
-    batches = read_batches(stream, config.text_column, resume["document"], resume["state"])
-    writer = ShardWriter(config, manifest)
-    tokens = sum(entry["tokens"] for entry in manifest["shards"])
-    documents = sum(entry["documents"] for entry in manifest["shards"])
-    with tqdm(total=config.tokens, initial=tokens, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
-        for batch, batch_tokens, lengths in tokenize_in_order(batches, pool, config.workers * TASKS_PER_WORKER):
-            n_tokens, n_documents = writer.add(batch, batch_tokens, lengths)
-            tokens += n_tokens
-            documents += n_documents
-            bar.update(n_tokens)
-            bar.set_postfix(docs=f"{documents:,}", refresh=False)
-            if writer.done:
-                break
-        writer.finish()
-    return tokens - bar.initial
-
-
-# -----------------------------------------------------------------------------
-# checking a finished directory
-
-
-@dataclass
-class VerifyReport:
-    data_dir: Path
-    shards: int = 0
-    tokens: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        if self.problems:
-            return f"{self.data_dir}: {len(self.problems)} problem(s) in {self.shards} shards"
-        return f"{self.data_dir}: {self.shards} shards, {self.tokens:,} tokens, all match the manifest"
-
-
-def check_shard(path: Path, entry: dict) -> list[str]:
-    """What is wrong with one shard file, compared with its manifest entry."""
-    name = path.name
-    if not path.is_file():
-        return [f"{name}: missing"]
-    try:
-        tokens = open_shard(path)
-    except (OSError, ValueError) as err:
-        return [f"{name}: not a readable uint16 shard: {err}"]
-    problems = []
-    if len(tokens) != entry["tokens"]:
-        problems.append(f"{name}: {len(tokens):,} tokens, the manifest says {entry['tokens']:,}")
-    if len(tokens) and (top := int(tokens.max())) >= GPT2_VOCAB_SIZE:
-        problems.append(f"{name}: token id {top} is outside the gpt2 vocabulary ({GPT2_VOCAB_SIZE})")
-    if (documents := int(np.count_nonzero(tokens == EOT_TOKEN))) != entry["documents"]:
-        problems.append(f"{name}: {documents:,} documents start here, the manifest says {entry['documents']:,}")
-    if file_sha256(path) != entry["sha256"]:
-        problems.append(f"{name}: sha256 differs from the manifest's (the file changed after it was written)")
-    return problems
-
-
-def verify_shards(data_dir: str | os.PathLike) -> VerifyReport:
-    """Check every shard in data_dir against the manifest: readable, 1-D uint16, ids in the vocabulary,
-    token and document counts, checksums, and no missing or extra shard files."""
-    report = VerifyReport(Path(data_dir))
-    if not report.data_dir.is_dir():
-        report.problems.append(f"{report.data_dir}: no such directory")
-        return report
-    try:
-        manifest = read_manifest(report.data_dir)
-    except FinewebError as err:
-        manifest = None
-        report.problems.append(str(err))
-    if manifest is None:
-        report.problems.append(f"{MANIFEST}: missing or unreadable, so the shards cannot be checked")
-        return report
-    for index, entry in enumerate(manifest["shards"]):
-        if entry["file"] != shard_name(index):
-            report.problems.append(f"{MANIFEST}: shard {index} is {entry['file']}, expected {shard_name(index)}")
-        report.problems += check_shard(report.data_dir / entry["file"], entry)
-        report.shards += 1
-        report.tokens += entry["tokens"]
-    listed = {entry["file"] for entry in manifest["shards"]}
-    report.problems += [f"{p.name}: not in the manifest" for p in shard_files(report.data_dir) if p.name not in listed]
-    if not manifest["complete"]:
-        report.problems.append(f"{MANIFEST}: the run that made it did not finish; rerun its command to complete it")
-    return report
-
-
-# -----------------------------------------------------------------------------
-# benchmark (bench.py compares fineweb.py's tokens/s with this)
-
-
-def benchmark_tokenizer_ceiling(texts: list[str], cores: int | None = None, min_seconds: float = 1.0) -> float:
-    """The best tokens/s fineweb.py could reach on these texts: single-thread encode_ordinary speed times
-    the core count (default os.cpu_count(); cores=1 gives the single-thread speed)."""
-    enc = gpt2_encoding()
-    tokens, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < min_seconds:
-        tokens += sum(len(enc.encode_ordinary(text)) for text in texts)
-    return tokens / elapsed * (cores or os.cpu_count() or 1)
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # -----------------------------------------------------------------------------
@@ -737,49 +818,60 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tokenize FineWeb-Edu (or local files) with GPT-2's tokenizer into uint16 .npy shards.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--dataset", default=defaults.dataset, help="Hugging Face dataset to stream")
-    parser.add_argument("--name", default=defaults.name, help="dataset config, e.g. sample-10BT or sample-100BT")
-    parser.add_argument("--split", default=defaults.split, help="dataset split")
-    parser.add_argument("--data-files", nargs="+", metavar="GLOB", default=[],
-                        help="read these local parquet, jsonl, json, csv or txt files (sorted by path; a .txt file"
-                        " is one document) instead of the Hugging Face dataset")
-    parser.add_argument("--text-column", default=defaults.text_column, help="column that holds the documents")
-    parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where the shards go")
-    parser.add_argument("--tokens", type=parse_token_count, default=format_token_count(defaults.tokens),
-                        help="total tokens to write, e.g. 500K, 100M, 10B")
-    parser.add_argument("--shard-size", type=parse_token_count, default=format_token_count(defaults.shard_size),
-                        help="tokens per shard; shard 0 is the validation shard")
-    parser.add_argument("--workers", type=int, default=defaults.workers, help="tokenizer processes")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="delete the shards and manifest already in --output-dir and start over")
-    parser.add_argument("--verify", type=Path, metavar="DIR",
-                        help="check the shards in DIR against its manifest and exit (the other flags are ignored)")
+    add = parser.add_argument
+    add("--dataset", default=defaults.dataset, help="Hugging Face dataset to stream")
+    add("--name", default=defaults.name, help="dataset config, e.g. sample-10BT or sample-100BT")
+    add("--split", default=defaults.split, help="dataset split")
+    add(
+        "--data-files",
+        nargs="+",
+        metavar="GLOB",
+        default=[],
+        help="read these local parquet, jsonl, json, csv or"
+        " txt files (sorted by path; a .txt file is one document) instead of the Hugging Face dataset",
+    )
+    add("--text-column", default=defaults.text_column, help="column that holds the documents")
+    add("--output-dir", type=Path, default=defaults.output_dir, help="where the shards go (one run at a time)")
+    add(
+        "--tokens",
+        type=parse_token_count,
+        default=format_token_count(defaults.tokens),
+        help="total tokens to write, e.g. 500K, 100M, 10B",
+    )
+    add(
+        "--shard-size",
+        type=parse_token_count,
+        default=format_token_count(defaults.shard_size),
+        help="tokens per shard; shard 0 is the validation shard",
+    )
+    add("--workers", type=int, default=defaults.workers, help="tokenizer processes, each reading its own input")
+    add("--overwrite", action="store_true", help="delete the shards and manifest in --output-dir and start over")
+    add("--verify", type=Path, metavar="DIR", help="check the shards in DIR against its manifest and exit")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> ShardingConfig:
-    return ShardingConfig(
-        dataset=args.dataset,
-        name=args.name,
-        split=args.split,
-        data_files=tuple(args.data_files),
-        text_column=args.text_column,
-        output_dir=args.output_dir,
-        tokens=args.tokens,
-        shard_size=args.shard_size,
-        workers=args.workers,
-        overwrite=args.overwrite,
-    )
+def verify_shards(data_dir: Path) -> list[str]:
+    """--verify: every problem with data_dir's shards, and a summary line last."""
+    try:
+        manifest = read_manifest(data_dir) if data_dir.is_dir() else None
+    except FinewebError as err:
+        return [str(err), f"{data_dir}: cannot be checked"]
+    if manifest is None:
+        return [f"{data_dir}: no such directory, or no {MANIFEST} in it", f"{data_dir}: cannot be checked"]
+    problems = directory_problems(data_dir, manifest, deep=True)
+    shards, tokens = len(manifest["shards"]), sum(e["tokens"] for e in manifest["shards"])
+    if problems:
+        return [*problems, f"{data_dir}: {len(problems)} problem(s) in {shards} shards"]
+    return [f"{data_dir}: {shards} shards, {tokens:,} tokens, all match the manifest"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = vars(build_parser().parse_args(argv))
     try:
-        if args.verify is not None:
-            report = verify_shards(args.verify)
-            print("\n".join(report.problems + [str(report)]))
-            return 1 if report.problems else 0
-        print(build_shards(config_from_args(args)))
+        if (verify := args.pop("verify")) is not None:
+            print("\n".join(lines := verify_shards(verify)))
+            return 0 if len(lines) == 1 else 1
+        print(build_shards(ShardingConfig(**{**args, "data_files": tuple(args["data_files"])})))
         return 0
     except FinewebError as err:
         print(f"error: {err}", file=sys.stderr)

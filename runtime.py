@@ -1,13 +1,11 @@
 """Where a process runs: its device, its place in a torchrun job, and its numeric precision.
 
-Shared by train_gpt2.py, hellaswag.py and bench.py, so that all three launch the same way:
+train_gpt2.py, hellaswag.py and bench.py all launch this way:
 
     python train_gpt2.py                                          # one process, device autodetected
     torchrun --standalone --nproc_per_node=8 train_gpt2.py        # one process per GPU, NCCL
     torchrun --standalone --nproc_per_node=2 train_gpt2.py --device cpu   # DDP on the CPU, gloo
 """
-
-from __future__ import annotations
 
 import contextlib
 import os
@@ -22,10 +20,10 @@ DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 @dataclass(frozen=True)
 class Runtime:
-    rank: int  # this process among all processes of the job
-    local_rank: int  # this process among those on its machine: picks the GPU
-    world_size: int
-    device: torch.device
+    rank: int = 0  # this process among all processes of the job
+    local_rank: int = 0  # this process among those on its machine: picks the GPU
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_master(self) -> bool:
@@ -36,51 +34,47 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def print0(self, *args, **kwargs) -> None:
+        if self.is_master:
+            print(*args, **kwargs)
 
-def default_device() -> str:
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum tensor over all ranks, in place. (gloo has no ReduceOp.AVG: divide a sum instead.)"""
+        if self.distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
 
 
 def torchrun_env() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) as torchrun sets them; (0, 0, 1) for a plain `python` launch."""
-    try:
-        return (
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-        )
-    except ValueError as e:
-        raise ValueError(f"RANK, LOCAL_RANK and WORLD_SIZE must be integers: {e}") from e
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
 def pick_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
     """The device this process uses: `name` (auto, cpu, cuda, cuda:N, mps), with one GPU per local
     rank under torchrun. Raises ValueError for a device this machine does not have."""
-    kind = default_device() if name == "auto" else name
-    device = torch.device(kind)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unsupported device {name!r}: use {DEVICE_HELP}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name}: CUDA is not available on this machine (try --device cpu)")
-        if world_size > 1:
-            if local_rank >= torch.cuda.device_count():
-                raise ValueError(
-                    f"local rank {local_rank} has no GPU: this machine has {torch.cuda.device_count()}; "
-                    "start at most that many processes per node"
-                )
-            device = torch.device("cuda", local_rank)
-        elif device.index is None:
-            device = torch.device("cuda", 0)
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"--device {name}: MPS is not available on this machine (try --device cpu)")
-        if world_size > 1:
-            raise ValueError("torch.distributed has no MPS backend: run one process, or use --device cpu")
-    elif device.type != "cpu":
-        raise ValueError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")
+        if local_rank >= torch.cuda.device_count():
+            raise ValueError(f"local rank {local_rank} has no GPU: start at most {torch.cuda.device_count()} per node")
+        return torch.device("cuda", local_rank if world_size > 1 else device.index or 0)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine (try --device cpu)")
+    if device.type == "mps" and world_size > 1:
+        raise ValueError("torch.distributed has no MPS backend: run one process, or use --device cpu")
+    if device.type not in ("cpu", "mps"):
+        raise ValueError(f"unsupported device {name!r}: use {DEVICE_HELP}")
     return device
 
 
@@ -93,7 +87,7 @@ def start(device_name: str = "auto") -> Runtime:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
-    return Runtime(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
+    return Runtime(rank, local_rank, world_size, device)
 
 
 def stop(runtime: Runtime) -> None:
@@ -101,20 +95,9 @@ def stop(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Sum tensor over all ranks, in place. (gloo has no ReduceOp.AVG: divide a sum instead.)"""
-    if runtime.distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def all_reduce_mean(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return all_reduce_sum(tensor, runtime).div_(runtime.world_size)
-
-
-def barrier(runtime: Runtime) -> None:
-    if runtime.distributed:
-        dist.barrier()
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bf16 autocast where tensor cores make it pay (CUDA); fp32 elsewhere."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

@@ -1,279 +1,186 @@
 """Pretrain GPT-2 (124M) on the FineWeb-Edu shards that fineweb.py writes.
 
-The defaults are the reference run (GPT-3 paper hyperparameters for a 124M model): 524,288-token
-steps, max lr 6e-4 with 715 warmup steps and cosine decay to 10% over 19,073 steps (10B tokens),
-AdamW with weight decay 0.1 and betas (0.9, 0.95), gradient clipping at 1.0, vocab padded to 50304.
+The defaults are the reference run: 524,288-token steps, max lr 6e-4 with 715 warmup steps and cosine
+decay to 10% over 19,073 steps (10B tokens), AdamW with weight decay 0.1 and betas (0.9, 0.95), gradient
+clipping at 1.0, vocab padded to 50304. Every field of TrainConfig is a flag (see --help).
 
-    python fineweb.py                                             # tokenize FineWeb-Edu once
-    python train_gpt2.py                                          # one GPU (or MPS, or CPU)
     torchrun --standalone --nproc_per_node=8 train_gpt2.py        # one node of 8 GPUs
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 train_gpt2.py
+    python train_gpt2.py                                          # one GPU, more accumulation steps
 
-Every field of TrainConfig is a flag (`--max-steps 100`, `--no-compile`); see --help. The run writes
-LOG_DIR/log.txt and checkpoints LOG_DIR/model_NNNNN.pt, and by default resumes from the latest one.
-SIGTERM or Ctrl-C finishes the current step, writes a checkpoint and exits 0.
+It writes LOG_DIR/log.txt and LOG_DIR/model_NNNNN.pt checkpoints and resumes from the newest readable one.
+SIGTERM or Ctrl-C finishes the step, writes a checkpoint, prints the command that resumes, and exits 0.
 """
-
-from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import math
+import os
 import re
+import shlex
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
-import tiktoken
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fineweb
 import hellaswag
-import runtime as rt
-from gpt2 import GPT, GPTConfig, load_checkpoint, preset_config, sample_texts, save_checkpoint
+from gpt2 import GPT, atomic_write, load_checkpoint, preset_config, sample_texts, save_checkpoint
+from runtime import DEVICE_HELP, DTYPES, Runtime, autocast, pick_device, start, stop, torchrun_env
 
 REFERENCE_MAX_STEPS = 19073  # 10B tokens / 524,288 tokens per step
 REFERENCE_WARMUP_STEPS = 715  # 375M tokens, as in the GPT-3 paper
 SAMPLE_PROMPT = "Hello, I'm a language model,"
+EVALUATIONS = ("eval_every", "hellaswag_every", "sample_every")
 # Settings that change what a resumed run computes, compared with the run it continues.
-TRAJECTORY_FIELDS = (
-    "total_batch_size", "seq_len", "max_lr", "min_lr_ratio", "warmup_steps", "max_steps", "weight_decay",
-    "beta1", "beta2", "eps", "grad_clip", "data_dir", "shuffle", "seed", "dtype",
-)  # fmt: skip
+TRAJECTORY_FIELDS = ("total_batch_size", "seq_len", "max_lr", "min_lr_ratio", "warmup_steps", "max_steps")
+TRAJECTORY_FIELDS += ("weight_decay", "beta1", "beta2", "eps", "grad_clip", "data_dir", "shuffle", "seed", "dtype")
 
 
 class ConfigError(ValueError):
     """A bad setting or missing input, reported before any model or GPU memory exists."""
 
 
-def _steps(text: str) -> int | None:
+def option(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+def auto_int(text: str) -> int | None:
     return None if text == "auto" else int(text)
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text in ("none", "all") else int(text)
-
-
-def _option(default: Any, help: str, parse: Callable[[str], Any] | None = None) -> Any:
-    return field(default=default, metadata={"help": help, "parse": parse})
 
 
 @dataclass
 class TrainConfig:
     # model
-    model: str = _option("gpt2", "model preset: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, small, tiny")
-    vocab_size: int = _option(50304, "vocabulary size: GPT-2's 50257 padded to a multiple of 128 for faster kernels")
+    model: str = option("gpt2", "model preset: gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, small, tiny")
+    vocab_size: int = option(50304, "GPT-2's 50257 padded to a multiple of 128 for faster kernels")
     # batch: total_batch_size tokens per optimizer step, reached by gradient accumulation
-    total_batch_size: int = _option(524288, "tokens per optimizer step, over all processes (2**19, ~0.5M)")
-    micro_batch_size: int = _option(64, "sequences per forward/backward pass per process; lower it if out of memory")
-    seq_len: int = _option(1024, "tokens per sequence")
+    total_batch_size: int = option(524288, "tokens per optimizer step, over all processes (2**19, ~0.5M)")
+    micro_batch_size: int = option(64, "sequences per forward/backward pass per process; lower it if out of memory")
+    seq_len: int = option(1024, "tokens per sequence")
     # optimizer and schedule
-    max_lr: float = _option(6e-4, "peak learning rate, reached at the end of warmup")
-    min_lr_ratio: float = _option(0.1, "final learning rate as a fraction of max_lr")
-    warmup_steps: int | None = _option(
-        None, "linear warmup steps (default: 715/19073 of max_steps, i.e. 715 for the reference run)", _optional_int
-    )
-    max_steps: int | None = _option(
-        REFERENCE_MAX_STEPS, "optimizer steps; 'auto' = one pass over the train shards found", _steps
-    )
-    weight_decay: float = _option(0.1, "AdamW weight decay of matrices and embeddings")
-    beta1: float = _option(0.9, "AdamW beta1")
-    beta2: float = _option(0.95, "AdamW beta2")
-    eps: float = _option(1e-8, "AdamW epsilon")
-    grad_clip: float = _option(1.0, "clip the global gradient norm to this (0: no clipping)")
-    seed: int = _option(1337, "seed of the model initialisation (and of --shuffle)")
+    max_lr: float = option(6e-4, "peak learning rate, reached at the end of warmup")
+    min_lr_ratio: float = option(0.1, "final learning rate as a fraction of max_lr")
+    warmup_steps: int | None = option(None, "linear warmup steps (default: 715/19073 of max_steps)")
+    max_steps: int | None = option(REFERENCE_MAX_STEPS, "optimizer steps (auto: one pass over the data)")
+    weight_decay: float = option(0.1, "AdamW weight decay of matrices and embeddings")
+    beta1: float = option(0.9, "AdamW beta1")
+    beta2: float = option(0.95, "AdamW beta2")
+    eps: float = option(1e-8, "AdamW epsilon")
+    grad_clip: float = option(1.0, "clip the global gradient norm to this (0: no clipping)")
+    seed: int = option(1337, "seed of the model initialisation (and of --shuffle)")
     # data
-    data_dir: str = _option("edu_fineweb10B", "directory of the shards written by fineweb.py")
-    shuffle: bool = _option(False, "visit the train shards in a new seeded order every epoch")
-    # evaluation
-    eval_every: int = _option(250, "steps between validation-loss evaluations (0: only at the last step)")
-    val_tokens: int = _option(10_485_760, "validation tokens per evaluation, split across processes")
-    hellaswag_every: int | None = _option(None, "steps between HellaSwag evaluations (default: eval_every; 0: never)", _optional_int)
-    hellaswag_limit: int | None = _option(None, "HellaSwag examples per evaluation (default: all 10,042)", _optional_int)
-    hellaswag_data_dir: str | None = _option(None, "where hellaswag_val.jsonl is (default: $HELLASWAG_DIR or ./hellaswag)")
-    sample_every: int | None = _option(None, "steps between printing 4 samples (default: eval_every; 0: never)", _optional_int)
+    data_dir: str = option("edu_fineweb10B", "directory of the shards written by fineweb.py")
+    shuffle: bool = option(False, "visit the train shards in a new seeded order every epoch")
+    # evaluation: at every multiple of its interval and after the last step; an interval of 0 turns it off
+    eval_every: int = option(250, "steps between validation-loss evaluations (0: never)")
+    val_tokens: int = option(10_485_760, "validation tokens per evaluation, split across processes")
+    hellaswag_every: int | None = option(None, "steps between HellaSwag evaluations (default: eval_every)")
+    hellaswag_limit: int | None = option(None, "HellaSwag examples per evaluation (default: all 10,042)")
+    hellaswag_data_dir: str | None = option(None, "where hellaswag_val.jsonl is (default: $HELLASWAG_DIR, ./hellaswag)")
+    sample_every: int | None = option(None, "steps between printing 4 samples (default: eval_every)")
     # output
-    log_dir: str = _option("log", "where log.txt and the checkpoints model_NNNNN.pt go")
-    checkpoint_every: int = _option(5000, "steps between checkpoints (0: only at the end); one is always written last")
-    resume: str = _option("auto", "auto (the latest checkpoint in log_dir, if any), none, or a checkpoint path")
+    log_dir: str = option("log", "where log.txt and the checkpoints model_NNNNN.pt go")
+    checkpoint_every: int = option(5000, "steps between checkpoints (0: only the last); a signal writes one too")
+    resume: str = option("auto", "auto (the newest readable checkpoint in log_dir, if any), none, or a checkpoint path")
+    wandb_project: str | None = option(None, "log to this Weights & Biases project (rank 0; needs `pip install wandb`)")
+    wandb_run_name: str | None = option(None, "the W&B run's name (default: W&B picks one)")
     # how to run
-    device: str = _option("auto", rt.DEVICE_HELP)
-    dtype: str | None = _option(None, "bf16 or fp32 autocast (default: bf16 on CUDA, fp32 elsewhere)")
-    compile: bool | None = _option(None, "torch.compile the model (default: on for CUDA)")
+    device: str = option("auto", DEVICE_HELP)
+    dtype: str = option("auto", "bf16 or fp32 autocast; auto: bf16 on CUDA, fp32 elsewhere")
+    compile: bool | None = option(None, "torch.compile the model (default: on for CUDA)")
 
 
 def parse_config(argv: list[str] | None = None) -> TrainConfig:
-    """TrainConfig from the command line: each field is a --flag-with-dashes."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    """TrainConfig from the command line: each field is a --flag-with-dashes; `auto` stands for None."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type.startswith("bool"):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        help += "" if f.default is None else f" (default: {f.default})"
+        if f.type in (bool, bool | None):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help)
         else:
-            parse = f.metadata["parse"] or (type(f.default) if f.default is not None else str)
-            parser.add_argument(flag, type=parse, default=f.default, help=f.metadata["help"])
+            parse = auto_int if f.type == int | None else f.type if f.type in (int, float) else str
+            parser.add_argument(flag, type=parse, default=f.default, help=help)
     return TrainConfig(**vars(parser.parse_args(argv)))
 
 
-# ----------------------------------------------------------------------------------------------
-# The plan: every setting resolved and checked before anything touches a GPU
-
-
-@dataclass(frozen=True)
-class Plan:
-    model_config: GPTConfig
-    world_size: int
-    grad_accum_steps: int
-    tokens_per_step: int
-    max_steps: int
-    warmup_steps: int
-    min_lr: float
-    train_tokens: int  # in the train shards
-    val_tokens: int  # per evaluation, all ranks together; 0 when there is nothing to evaluate
-    dtype: torch.dtype
-    compile: bool
-    hellaswag_every: int
-    sample_every: int
-
-    @property
-    def epochs(self) -> float:
-        return self.max_steps * self.tokens_per_step / self.train_tokens
-
-
-def make_plan(config: TrainConfig, world_size: int, device: torch.device, fetch: bool = True) -> Plan:
-    """Resolve the defaults that depend on the data, the device and the world size; raise
-    ConfigError naming the problem and a way out for anything that cannot work. With fetch, this
-    process also downloads the HellaSwag file if it is missing (one process per machine does)."""
-    _check_numbers(config)
+def resolve_config(config: TrainConfig, world_size: int, device: torch.device) -> TrainConfig:
+    """The config with every default that depends on the data, the device and the world size filled in,
+    checked; ConfigError names the problem and a way out, before anything is allocated."""
+    check_numbers(config)
+    if device.type != "cuda" and config.model == "gpt2" and (config.micro_batch_size, config.seq_len) == (64, 1024):
+        quick_start = "README.md's quick start (python train_gpt2.py --model tiny ...)"
+        raise ConfigError(f"the reference run needs a CUDA GPU, and this machine has {device}: try {quick_start}")
     try:
-        model_config = preset_config(config.model, vocab_size=config.vocab_size)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if config.seq_len > model_config.block_size:
-        raise ConfigError(
-            f"--seq-len {config.seq_len} exceeds the {config.model} model's block_size {model_config.block_size}"
-        )
-    grad_accum_steps = _grad_accum_steps(config, world_size)
-    train_tokens = sum(_shard_lengths(config.data_dir, "train"))
-    max_steps = config.max_steps
-    if max_steps is None:
-        max_steps = train_tokens // config.total_batch_size
-        if max_steps == 0:
-            raise ConfigError(
-                f"--max-steps auto: the train shards hold {train_tokens:,} tokens, fewer than one step's "
-                f"{config.total_batch_size:,}; lower --total-batch-size or tokenize more data with fineweb.py --tokens"
-            )
-    warmup_steps = config.warmup_steps
-    if warmup_steps is None:
-        warmup_steps = round(max_steps * REFERENCE_WARMUP_STEPS / REFERENCE_MAX_STEPS)
-    val_tokens = 0
-    if config.val_tokens > 0:
-        available = sum(_shard_lengths(config.data_dir, "val")) - 1  # the last token is only a target
-        val_tokens = min(config.val_tokens, available) // config.seq_len * config.seq_len
-        if val_tokens == 0:
-            raise ConfigError(
-                f"the val shard holds {available + 1} tokens, less than one sequence of {config.seq_len}; "
-                "use --val-tokens 0 to skip validation"
-            )
-    hellaswag_every = config.eval_every if config.hellaswag_every is None else config.hellaswag_every
-    if hellaswag_every and fetch:
-        try:
-            hellaswag.resolve_data_file("val", data_dir=config.hellaswag_data_dir)
-        except (FileNotFoundError, OSError, ValueError) as e:
-            raise ConfigError(f"{e}\n(or turn HellaSwag off with --hellaswag-every 0)") from None
-    if config.dtype not in (None, *rt.DTYPES):
-        raise ConfigError(f"--dtype {config.dtype}: choose one of {', '.join(rt.DTYPES)}")
-    dtype_name = config.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    return Plan(
-        model_config=model_config,
-        world_size=world_size,
-        grad_accum_steps=grad_accum_steps,
-        tokens_per_step=config.total_batch_size,
-        max_steps=max_steps,
-        warmup_steps=warmup_steps,
-        min_lr=config.max_lr * config.min_lr_ratio,
-        train_tokens=train_tokens,
-        val_tokens=val_tokens,
-        dtype=rt.DTYPES[dtype_name],
-        compile=device.type == "cuda" if config.compile is None else config.compile,
-        hellaswag_every=hellaswag_every,
-        sample_every=config.eval_every if config.sample_every is None else config.sample_every,
-    )
-
-
-def _check_numbers(config: TrainConfig) -> None:
-    positive = ("vocab_size", "total_batch_size", "micro_batch_size", "seq_len", "max_lr")
-    non_negative = ("weight_decay", "grad_clip", "eval_every", "val_tokens", "checkpoint_every")
-    optional_non_negative = ("warmup_steps", "max_steps", "hellaswag_every", "hellaswag_limit", "sample_every")
-    for name in positive:
-        if not getattr(config, name) > 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(config, name)}")
-    for name in non_negative + optional_non_negative:
-        value = getattr(config, name)
-        if value is not None and not value >= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {value}")
-    if config.max_steps == 0:
-        raise ConfigError("--max-steps must be at least 1 (or auto)")
-    if not 0 <= config.min_lr_ratio <= 1:
-        raise ConfigError(f"--min-lr-ratio must lie in [0, 1], got {config.min_lr_ratio}")
-    for name in ("beta1", "beta2"):
-        if not 0 <= getattr(config, name) < 1:
-            raise ConfigError(f"--{name} must lie in [0, 1), got {getattr(config, name)}")
-
-
-def _grad_accum_steps(config: TrainConfig, world_size: int) -> int:
-    tokens_per_micro_step = config.micro_batch_size * config.seq_len * world_size
-    if config.total_batch_size % tokens_per_micro_step == 0:
-        return config.total_batch_size // tokens_per_micro_step
-    nearest = max(1, round(config.total_batch_size / tokens_per_micro_step)) * tokens_per_micro_step
-    raise ConfigError(
-        f"--total-batch-size {config.total_batch_size} is not a multiple of micro_batch_size x seq_len x "
-        f"world_size = {config.micro_batch_size} x {config.seq_len} x {world_size} = {tokens_per_micro_step}; "
-        f"use --total-batch-size {nearest}, or a --micro-batch-size that makes it divide"
-    )
-
-
-def _shard_lengths(data_dir: str, split: str) -> list[int]:
-    try:
-        return [len(fineweb.open_shard(path)) for path in fineweb.list_shards(data_dir, split)]
+        block_size = preset_config(config.model).block_size
+        train_tokens = sum(n for _, n in fineweb.shard_lengths(config.data_dir, "train"))
+        val_tokens = sum(n for _, n in fineweb.shard_lengths(config.data_dir, "val")) - 1  # last: a target only
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(str(e)) from None
+    if config.seq_len > block_size:
+        raise ConfigError(f"--seq-len {config.seq_len} exceeds the {config.model} model's block_size {block_size}")
+    tokens_per_micro_step = config.micro_batch_size * config.seq_len * world_size
+    if config.total_batch_size % tokens_per_micro_step:
+        nearest = max(1, round(config.total_batch_size / tokens_per_micro_step)) * tokens_per_micro_step
+        raise ConfigError(
+            f"--total-batch-size {config.total_batch_size} is not a multiple of micro_batch_size x seq_len x world_size"
+            f" = {tokens_per_micro_step}; use --total-batch-size {nearest}, or another --micro-batch-size"
+        )
+    max_steps = config.max_steps or train_tokens // config.total_batch_size
+    if max_steps == 0:
+        hint = "lower --total-batch-size, or tokenize more with fineweb.py --tokens"
+        raise ConfigError(f"--max-steps auto: {train_tokens:,} train tokens are less than one step: {hint}")
+    if val_tokens < config.seq_len and config.eval_every:
+        raise ConfigError(f"the val shard holds less than one sequence of {config.seq_len}: use --eval-every 0")
+    if config.dtype not in ("auto", *DTYPES):
+        raise ConfigError(f"--dtype {config.dtype}: choose one of auto, {', '.join(DTYPES)}")
+    defaults = dict(warmup_steps=round(max_steps * REFERENCE_WARMUP_STEPS / REFERENCE_MAX_STEPS))
+    defaults.update(hellaswag_every=config.eval_every, sample_every=config.eval_every)
+    defaults.update(dtype="bf16" if device.type == "cuda" else "fp32", compile=device.type == "cuda")
+    resolved = {name: value for name, value in defaults.items() if getattr(config, name) in (None, "auto")}
+    val_tokens = min(config.val_tokens, val_tokens) // config.seq_len * config.seq_len
+    return replace(config, max_steps=max_steps, val_tokens=val_tokens, **resolved)
 
 
-def _every(steps: int) -> str:
-    return f"every {steps} steps and at the end" if steps else "off"
+def check_numbers(config: TrainConfig) -> None:
+    positive = ("vocab_size", "total_batch_size", "micro_batch_size", "seq_len", "max_lr", "val_tokens", "max_steps")
+    positive += ("hellaswag_limit",)
+    not_negative = ("weight_decay", "grad_clip", "eval_every", "checkpoint_every", "warmup_steps", "hellaswag_every")
+    for name in (*positive, *not_negative, "sample_every"):
+        value = getattr(config, name)
+        if value is not None and (value <= 0 if name in positive else value < 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be {'positive' if name in positive else 'at least 0'}")
+    if not (0 <= config.min_lr_ratio <= 1 and 0 <= config.beta1 < 1 and 0 <= config.beta2 < 1):
+        raise ConfigError("--min-lr-ratio must lie in [0, 1], and --beta1 and --beta2 in [0, 1)")
 
 
-def describe_plan(config: TrainConfig, plan: Plan, num_parameters: int) -> str:
-    tokens = plan.max_steps * plan.tokens_per_step
-    val = "off"
-    if plan.val_tokens:
-        val = f"on {plan.val_tokens:,} tokens " + (_every(config.eval_every) if config.eval_every else "at the end")
-        if plan.val_tokens < config.val_tokens:
-            val += f" (all the val shard holds, of the {config.val_tokens:,} asked for)"
+def describe(config: TrainConfig, world_size: int, num_parameters: int, train_tokens: int) -> str:
+    """The plan of the run, printed before it starts."""
+    B, T, tokens = config.micro_batch_size, config.seq_len, config.max_steps * config.total_batch_size
+    accumulation, epochs = config.total_batch_size // (B * T * world_size), tokens / train_tokens
+    every = {name: f"every {steps} steps" if (steps := getattr(config, name)) else "off" for name in EVALUATIONS}
+    every["eval_every"] += f" on {config.val_tokens:,} tokens" * (config.eval_every > 0)
     lines = [
-        f"model: {config.model}, {num_parameters:,} parameters, vocab {plan.model_config.vocab_size}",
-        f"batch: {config.total_batch_size:,} tokens per step = {config.micro_batch_size} sequences x "
-        f"{config.seq_len} tokens x {plan.world_size} process{'es' if plan.world_size > 1 else ''} x "
-        f"{plan.grad_accum_steps} accumulation step{'s' if plan.grad_accum_steps > 1 else ''}",
-        f"run: {plan.max_steps:,} steps, {tokens:,} tokens, {plan.epochs:.2f} epochs over {plan.train_tokens:,} train tokens",
-        f"schedule: lr warms up to {config.max_lr:g} over {plan.warmup_steps} steps, then cosine decay to "
-        f"{plan.min_lr:g} at step {plan.max_steps}",
-        f"eval: val loss {val}; "
-        f"HellaSwag {_every(plan.hellaswag_every)}; samples {_every(plan.sample_every)}",
-        f"precision: {'bf16 autocast' if plan.dtype == torch.bfloat16 else 'fp32'}, compile {plan.compile}",
+        f"model: {config.model}, {num_parameters:,} parameters, vocab {config.vocab_size}, {config.dtype}, "
+        f"compile {config.compile}",
+        f"batch: {config.total_batch_size:,} tokens per step = {B} sequences x {T} tokens x {accumulation} "
+        f"accumulation steps x world size {world_size}",
+        f"run: {config.max_steps:,} steps, {tokens:,} tokens, {epochs:.2f} epochs over {train_tokens:,} train tokens",
+        f"lr: {config.max_lr:g} after {config.warmup_steps} warmup steps, then cosine decay to "
+        f"{config.max_lr * config.min_lr_ratio:g}",
+        f"eval: val loss {every['eval_every']}, HellaSwag {every['hellaswag_every']}, samples {every['sample_every']}"
+        " (and after the last step)",
     ]
-    if plan.epochs >= 2:
+    if epochs >= 2:
         lines.append(
-            f"warning: the run repeats its train data {plan.epochs:.1f} times; the model will memorise it "
-            "(tokenize more with fineweb.py --tokens, or use --max-steps auto for one pass)"
+            f"warning: the run repeats its train data {epochs:.1f} times; the model will memorise it (tokenize more "
+            "with fineweb.py --tokens, or use --max-steps auto for one pass)"
         )
     return "\n".join(lines)
 
@@ -282,137 +189,83 @@ def describe_plan(config: TrainConfig, plan: Plan, num_parameters: int) -> str:
 # Data
 
 
-class TokenStream:
-    """Shards read as one sequence of tokens, in the given order, without loading them."""
+class DataLoader:
+    """Batches (x, y) of shape (B, T) from one split of the shards, read as one stream of tokens.
 
-    def __init__(self, shards: list[np.ndarray]) -> None:
-        self.shards = shards
-        self.starts = np.cumsum([0] + [len(s) for s in shards])  # token offset of each shard
+    An epoch is the split's shards laid end to end (in a new seeded order each epoch with shuffle_seed).
+    Each micro-step takes the next world_size * B * T tokens; rank r the r-th B * T of them, plus one (the
+    last target). Batches run across shard and epoch ends, so no token is dropped or repeated within an
+    epoch, and the state is two integers: (epoch, position)."""
 
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-    def read(self, start: int, count: int) -> np.ndarray:
-        """Tokens [start, start + count) as int64, crossing shard boundaries."""
-        if start < 0 or start + count > len(self):
-            raise IndexError(f"tokens [{start}, {start + count}) outside a stream of {len(self)}")
-        pieces = []
-        shard = int(np.searchsorted(self.starts, start, side="right")) - 1
-        while count > 0:
-            offset = start - int(self.starts[shard])
-            piece = self.shards[shard][offset : offset + count]
-            pieces.append(piece)
-            start += len(piece)
-            count -= len(piece)
-            shard += 1
-        return np.concatenate(pieces).astype(np.int64)
-
-
-class TrainLoader:
-    """Batches (x, y) of shape (micro_batch, seq_len) from the train shards.
-
-    The shards form one token stream per epoch (in a seeded random shard order with shuffle). Each
-    micro-step takes the next world_size * B * T tokens of it; rank r takes the r-th B * T of them
-    (plus one token, the last target). Batches run across shard and epoch ends, so no token is
-    dropped or repeated within an epoch, and the position is two integers that a checkpoint saves.
-    """
-
-    def __init__(
-        self,
-        data_dir: str,
-        micro_batch_size: int,
-        seq_len: int,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        shuffle_seed: int | None = None,
-    ) -> None:
-        self.shards = [fineweb.open_shard(p) for p in fineweb.list_shards(data_dir, "train")]
-        self.B, self.T = micro_batch_size, seq_len
-        self.rank, self.world_size = rank, world_size
-        self.device = device
-        self.shuffle_seed = shuffle_seed
-        self.epoch_tokens = sum(len(s) for s in self.shards)
-        self.epoch = 0
-        self.position = 0  # where the next micro-step's tokens start in this epoch's stream
-
-    def stream(self, epoch: int) -> TokenStream:
-        order = np.arange(len(self.shards))
-        if self.shuffle_seed is not None:
-            order = np.random.default_rng([self.shuffle_seed, epoch]).permutation(len(self.shards))
-        return TokenStream([self.shards[i] for i in order])
+    def __init__(self, data_dir: str, split: str, B: int, T: int, rank=0, world_size=1, shuffle_seed=None):
+        self.paths, lengths = zip(*fineweb.shard_lengths(data_dir, split), strict=True)
+        self.lengths, self.epoch_tokens = np.array(lengths), sum(lengths)
+        self.B, self.T, self.rank, self.world_size, self.shuffle_seed = B, T, rank, world_size, shuffle_seed
+        self.epoch, self.position = 0, 0
+        self.opened: dict[int, np.ndarray] = {}  # shard index -> its tokens, checked when first opened
 
     def read(self, epoch: int, start: int, count: int) -> np.ndarray:
-        """count tokens from `start` in epoch `epoch`'s stream, running on into the next epochs."""
+        """count tokens (int64) from `start` in epoch `epoch`'s stream, running on into the next epochs."""
         pieces = []
         while count > 0:
-            epoch += start // self.epoch_tokens
-            start %= self.epoch_tokens
-            take = min(count, self.epoch_tokens - start)
-            pieces.append(self.stream(epoch).read(start, take))
-            start += take
-            count -= take
-        return np.concatenate(pieces)
+            epoch, start = epoch + start // self.epoch_tokens, start % self.epoch_tokens
+            order = np.arange(len(self.paths))
+            if self.shuffle_seed is not None:
+                order = np.random.default_rng([self.shuffle_seed, epoch]).permutation(len(self.paths))
+            ends = np.cumsum(self.lengths[order])
+            k = int(np.searchsorted(ends, start, side="right"))  # the k-th shard of the epoch holds `start`
+            if order[k] not in self.opened:
+                self.opened[order[k]] = fineweb.load_shard(self.paths[order[k]])
+            offset = start - int(ends[k] - self.lengths[order[k]])
+            pieces.append(self.opened[order[k]][offset : offset + count])
+            start, count = start + len(pieces[-1]), count - len(pieces[-1])
+        return np.concatenate(pieces).astype(np.int64)
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens_per_rank = self.B * self.T
-        buf = torch.from_numpy(self.read(self.epoch, self.position + self.rank * tokens_per_rank, tokens_per_rank + 1))
-        self.position += self.world_size * tokens_per_rank
-        self.epoch += self.position // self.epoch_tokens
-        self.position %= self.epoch_tokens
-        x = buf[:-1].view(self.B, self.T)
-        y = buf[1:].view(self.B, self.T)
-        return _to_device(x, self.device), _to_device(y, self.device)
+    def next_batch(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.B * self.T
+        tokens = torch.from_numpy(self.read(self.epoch, self.position + self.rank * n, n + 1))
+        self.position += self.world_size * n
+        self.epoch, self.position = self.epoch + self.position // self.epoch_tokens, self.position % self.epoch_tokens
+        return to_device(tokens[:-1].view(self.B, self.T), device), to_device(tokens[1:].view(self.B, self.T), device)
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, "epoch_tokens": self.epoch_tokens}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["epoch_tokens"] != self.epoch_tokens:
+            hint = "resume with the same shards, or start over elsewhere"
             raise ConfigError(
-                f"the checkpoint was trained on {state['epoch_tokens']:,} train tokens but {self.epoch_tokens:,} "
-                "are there now: resume with the same shards, or start over with --resume none"
+                f"the checkpoint was trained on {state['epoch_tokens']:,} tokens, not {self.epoch_tokens:,}: {hint}"
             )
         self.epoch, self.position = state["epoch"], state["position"]
 
 
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
 
 @torch.no_grad()
-def validation_loss(
-    model: torch.nn.Module,
-    val: TokenStream,
-    val_tokens: int,
-    micro_batch_size: int,
-    seq_len: int,
-    runtime: rt.Runtime,
-    dtype: torch.dtype,
-) -> float:
-    """Mean loss over the first val_tokens tokens of the val split, as val_tokens / seq_len sequences.
-
-    Sequence i is evaluated by rank i % world_size and the loss sums and token counts are added up
-    over ranks, so the figure is the same for any number of processes. Every batch has the same
-    shape (a short last batch is filled with ignored -1 targets), so a compiled model compiles once.
-    """
-    B, T = micro_batch_size, seq_len
-    mine = list(range(runtime.rank, val_tokens // T, runtime.world_size))
+def validation_loss(model, val: DataLoader, val_tokens: int, runtime: Runtime, dtype: torch.dtype) -> float:
+    """Mean loss over the first val_tokens tokens of the val split, as val_tokens / T sequences. Rank r
+    evaluates sequences r, r + world_size, ...; the loss sums and token counts add up over ranks, so the
+    figure is the same for any number of processes. Every batch has one shape (a short last batch is
+    filled with ignored -1 targets), so a compiled model compiles once."""
+    B, T = val.B, val.T
+    mine = list(range(runtime.rank, val_tokens // T, runtime.world_size))  # this rank's sequences
     totals = torch.zeros(2, device=runtime.device)  # loss sum, target count (fp32: MPS has no fp64)
     for first in range(0, len(mine), B):
-        x = torch.zeros(B, T, dtype=torch.long)
-        y = torch.full((B, T), -1, dtype=torch.long)
-        for row, seq in enumerate(mine[first : first + B]):
-            tokens = torch.from_numpy(val.read(seq * T, T + 1))
+        x, y = torch.zeros(B, T, dtype=torch.long), torch.full((B, T), -1, dtype=torch.long)
+        for row, sequence in enumerate(mine[first : first + B]):
+            tokens = torch.from_numpy(val.read(0, sequence * T, T + 1))
             x[row], y[row] = tokens[:-1], tokens[1:]
-        x, y = _to_device(x, runtime.device), _to_device(y, runtime.device)
-        with rt.autocast(runtime.device, dtype):
+        x, y = to_device(x, runtime.device), to_device(y, runtime.device)
+        with autocast(runtime.device, dtype):
             _, loss = model(x, y)
         count = (y != -1).sum()
         totals += torch.stack((loss.float() * count, count.float()))
-    rt.all_reduce_sum(totals, runtime)
+    runtime.all_reduce_sum(totals)
     return (totals[0] / totals[1]).item()
 
 
@@ -430,35 +283,21 @@ def learning_rate(step: int, max_lr: float, min_lr: float, warmup_steps: int, ma
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 
 
-def train_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    next_batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    grad_accum_steps: int,
-    lr: float,
-    grad_clip: float,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One optimizer step over grad_accum_steps micro-batches; returns this rank's mean loss and
-    the gradient norm before clipping (None without clipping), both still on the device.
-
-    The loss of each micro-batch is divided by grad_accum_steps so that the summed gradients are
-    the gradient of the mean loss. Under DDP the gradients are all-reduced only once, during the
-    last micro-step's backward pass (no_sync is entered before the forward pass that builds it).
-    """
+def train_step(model, optimizer, batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float, grad_clip: float, dtype):
+    """One optimizer step over the micro-batches (x, y) of `batches`; returns this rank's mean loss and the
+    gradient norm before clipping (None without clipping), both still on the device. Each micro-batch's
+    loss is divided by their number, so the summed gradients are the gradient of the mean loss. Under DDP
+    they are all-reduced once, in the last backward pass (no_sync is entered before the forward pass)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
-    loss_sum = torch.zeros((), device=device)
-    for micro_step in range(grad_accum_steps):
-        x, y = next_batch()
-        last = micro_step == grad_accum_steps - 1
-        sync = model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext()
-        with sync:
-            with rt.autocast(device, dtype):
+    loss_sum = torch.zeros((), device=batches[0][0].device)
+    for micro_step, (x, y) in enumerate(batches):
+        last = micro_step == len(batches) - 1
+        with model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext():
+            with autocast(x.device, dtype):
                 _, loss = model(x, y)
-            loss = loss / grad_accum_steps
+            loss = loss / len(batches)
             loss_sum += loss.detach()
             loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
@@ -467,67 +306,54 @@ def train_step(
 
 
 # ----------------------------------------------------------------------------------------------
-# Checkpoints, logs and signals
-
-CHECKPOINT_NAME = re.compile(r"model_(\d+)\.pt")
+# Checkpoints, the log and signals
 
 
-def checkpoint_path(log_dir: str, step: int) -> Path:
-    return Path(log_dir) / f"model_{step:05d}.pt"
+def resume_candidates(config: TrainConfig) -> list[Path]:
+    """The checkpoints to try in turn, newest first (--resume auto: log_dir's model_NNNNN.pt files)."""
+    paths = [path for path in Path(config.log_dir).glob("model_*.pt") if re.fullmatch(r"model_\d+\.pt", path.name)]
+    existing = sorted(paths, key=lambda path: int(path.stem.removeprefix("model_")), reverse=True)
+    if config.resume == "none" and existing:
+        hint = "give this run another --log-dir, or delete them to start over here"
+        raise ConfigError(f"--resume none, but {config.log_dir} holds checkpoints ({existing[0].name}...): {hint}")
+    if config.resume in ("auto", "none"):
+        return existing
+    if not Path(config.resume).is_file():
+        raise ConfigError(f"--resume {config.resume}: no such checkpoint file")
+    return [Path(config.resume)]
 
 
-def find_resume_checkpoint(config: TrainConfig) -> Path | None:
-    if config.resume == "none":
-        return None
-    if config.resume != "auto":
-        path = Path(config.resume)
-        if not path.is_file():
-            raise ConfigError(f"--resume {config.resume}: no such checkpoint file")
-        return path
-    found = [(int(m.group(1)), p) for p in Path(config.log_dir).glob("model_*.pt") if (m := CHECKPOINT_NAME.fullmatch(p.name))]
-    return max(found)[1] if found else None
-
-
-def rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def resume_command(argv: list[str]) -> str:
+    """The command that continues this run from its newest checkpoint: the same flags, --resume auto."""
+    args = [arg for i, arg in enumerate(argv) if not arg.startswith("--resume") and argv[i - 1 : i] != ["--resume"]]
+    script = shlex.join([os.path.relpath(__file__), *args])
+    world, local_world = int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    if world == 1:
+        return f"python {script}"
+    if world == local_world:
+        return f"torchrun --standalone --nproc_per_node={local_world} {script}"
+    return f"torchrun --nnodes={world // local_world} --nproc_per_node={local_world} <your rendezvous flags> {script}"
 
 
 class RunLog:
-    """LOG_DIR/log.txt in the reference format, "{step} {train|val|hella} {value}", written by rank 0.
+    """LOG_DIR/log.txt ("{step} {train|val|hella} {value}", as the reference writes it) and W&B, by rank 0.
+    Resumed at step N, it drops what the stopped attempt wrote for steps N and later, and any line that does
+    not start with a step number: the file reads like one uninterrupted run."""
 
-    When a run resumes from the checkpoint at step N, lines that the lost part of the previous
-    attempt wrote after that checkpoint are dropped, so the file reads like one uninterrupted run.
-    """
+    def __init__(self, log_dir: str, enabled: bool, resume_step: int, wandb_run=None) -> None:
+        self.path, self.enabled, self.wandb_run = Path(log_dir) / "log.txt", enabled, wandb_run
+        if enabled:
+            lines = self.path.read_text().splitlines(keepends=True) if resume_step and self.path.exists() else []
+            kept = [line for line in lines if (step := re.match(r"\d+ ", line)) and int(step[0]) < resume_step]
+            atomic_write(self.path, lambda f: f.write("".join(kept).encode()))
 
-    def __init__(self, log_dir: str, enabled: bool, resume_step: int | None = None, evals_done: bool = True) -> None:
-        self.path = Path(log_dir) / "log.txt"
-        self.enabled = enabled
-        if not enabled:
+    def write(self, step: int, kind: str, value: float, **more: float | None) -> None:
+        if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = []
-        if resume_step is not None and self.path.exists():
-            for line in self.path.read_text().splitlines():
-                step, kind = int(line.split()[0]), line.split()[1]
-                if step < resume_step or (step == resume_step and kind != "train" and evals_done):
-                    kept.append(line + "\n")
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(kept))
-        tmp.replace(self.path)
-
-    def write(self, step: int, kind: str, value: float) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(f"{step} {kind} {value:.6f}\n" if kind == "train" else f"{step} {kind} {value:.4f}\n")
+        with self.path.open("a") as f:
+            f.write(f"{step} {kind} {value:.6f}\n" if kind == "train" else f"{step} {kind} {value:.4f}\n")
+        if self.wandb_run is not None:
+            self.wandb_run.log({kind: value, **more}, step=step)
 
 
 class StopSignal:
@@ -536,20 +362,19 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def handle(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
 
-    def agreed(self, runtime: rt.Runtime) -> bool:
-        """Whether any rank was asked to stop: all ranks must stop after the same step."""
-        flag = torch.tensor([float(self.requested)], device=runtime.device)
-        return rt.all_reduce_sum(flag, runtime).item() > 0
+    def requested_on_any_rank(self, runtime: Runtime) -> bool:
+        """All ranks must stop after the same step."""
+        return runtime.all_reduce_sum(torch.tensor([float(self.requested)], device=runtime.device)).item() > 0
 
     def restore(self) -> None:
-        for sig, handler in self._previous.items():
+        for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
 
@@ -560,168 +385,172 @@ class StopSignal:
 class Trainer:
     """One training run: the model, its optimizer and data, and what happens at each step."""
 
-    def __init__(self, config: TrainConfig, plan: Plan, runtime: rt.Runtime) -> None:
-        self.config, self.plan, self.runtime = config, plan, runtime
-        self.device = runtime.device
-        self.say = print if runtime.is_master else (lambda *args, **kwargs: None)
+    def __init__(self, config: TrainConfig, runtime: Runtime, resume_from: list[Path]) -> None:
+        self.config, self.runtime, device = config, runtime, runtime.device
         torch.manual_seed(config.seed)
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and newer
-
-        self.raw_model = GPT(plan.model_config).to(self.device)
-        self.say(describe_plan(config, plan, self.raw_model.num_parameters()))
+        self.dtype = DTYPES[config.dtype]
+        B, T, shuffle_seed = config.micro_batch_size, config.seq_len, config.seed if config.shuffle else None
+        self.grad_accum_steps = config.total_batch_size // (B * T * runtime.world_size)
+        self.raw_model = GPT(preset_config(config.model, vocab_size=config.vocab_size)).to(device)
         self.optimizer = self.raw_model.configure_optimizers(
-            config.weight_decay, config.max_lr, (config.beta1, config.beta2), config.eps, self.device.type,
-            verbose=runtime.is_master,
+            config.weight_decay, config.max_lr, (config.beta1, config.beta2), config.eps, verbose=runtime.is_master
         )
-        self.loader = TrainLoader(
-            config.data_dir, config.micro_batch_size, config.seq_len, runtime.rank, runtime.world_size, self.device,
-            shuffle_seed=config.seed if config.shuffle else None,
-        )
-        self.val = None
-        if plan.val_tokens:
-            self.val = TokenStream([fineweb.open_shard(p) for p in fineweb.list_shards(config.data_dir, "val")])
-        self.start_step, self.evals_done = 0, False
-        resume_from = find_resume_checkpoint(config)
-        if resume_from is not None:
-            self.resume(resume_from)
-        self.log = RunLog(config.log_dir, runtime.is_master, self.start_step if resume_from else None, self.evals_done)
-        # The compiled model serves training and evaluation; DDP wraps it for training only.
-        self.model = torch.compile(self.raw_model) if plan.compile else self.raw_model
-        self.ddp_model = self.model
-        if runtime.distributed:
-            self.ddp_model = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.tokenizer = tiktoken.get_encoding("gpt2") if plan.sample_every else None
+        self.train_loader = DataLoader(config.data_dir, "train", B, T, runtime.rank, runtime.world_size, shuffle_seed)
+        self.val_loader = DataLoader(config.data_dir, "val", B, T)
+        if config.hellaswag_every:  # main() downloaded it
+            self.hellaswag_file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
+        self.start_step, wandb_run_id = self.resume(resume_from) if resume_from else (0, None)
+        num_parameters, train_tokens = self.raw_model.num_parameters(), self.train_loader.epoch_tokens
+        runtime.print0(describe(config, runtime.world_size, num_parameters, train_tokens))
+        wandb_run = None
+        if config.wandb_project and runtime.is_master:  # a resumed run goes on in the same W&B run
+            import wandb
 
-    def resume(self, path: Path) -> None:
-        checkpoint = load_checkpoint(path, map_location=self.device)
-        if checkpoint["model_config"] != asdict(self.plan.model_config):
-            raise ConfigError(
-                f"{path} holds a different model ({checkpoint['model_config']}); resume with its "
-                "--model and --vocab-size, or start over with --resume none"
-            )
+            settings = dict(name=config.wandb_run_name, id=wandb_run_id, resume="allow", config=asdict(config))
+            wandb_run = wandb.init(project=config.wandb_project, **settings)
+        self.log = RunLog(config.log_dir, runtime.is_master, self.start_step, wandb_run)
+        # The compiled model serves training and evaluation; DDP wraps it for training only.
+        self.model = torch.compile(self.raw_model) if config.compile else self.raw_model
+        device_ids = [device.index] if device.type == "cuda" else None
+        self.ddp_model = DDP(self.model, device_ids=device_ids) if runtime.distributed else self.model
+
+    def resume(self, candidates: list[Path]) -> tuple[int, str | None]:
+        """Load the first readable checkpoint of candidates; returns its step and W&B run id."""
+        for path in candidates:
+            try:
+                checkpoint = load_checkpoint(path)
+                break
+            except ValueError as e:
+                if self.config.resume != "auto":
+                    raise ConfigError(f"{e}; pass another --resume, or --resume auto") from None
+                self.runtime.print0(f"warning: {e}; trying an older one")
+        else:
+            raise ConfigError(f"no checkpoint in {self.config.log_dir} is readable: move them away to start over")
+        if checkpoint["model_config"] != asdict(self.raw_model.config):
+            hint = "resume with its --model and --vocab-size, or start over in another --log-dir"
+            raise ConfigError(f"{path} holds a different model ({checkpoint['model_config']}); {hint}")
         self.raw_model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.loader.load_state_dict(checkpoint["loader"])
-        set_rng_state(checkpoint["rng"])
-        self.start_step, self.evals_done = checkpoint["step"], checkpoint["evals_done"]
-        self.say(f"resumed from {path} at step {self.start_step}")
+        self.train_loader.load_state_dict(checkpoint["loader"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if checkpoint["rng"]["cuda"] and len(checkpoint["rng"]["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
+        self.runtime.print0(f"resumed from {path} at step {checkpoint['step']}")
+        old, new = checkpoint["train_config"], asdict(self.config)
         changed = [
-            f"--{name.replace('_', '-')} {before} -> {after}"
-            for name, after in asdict(self.config).items()
-            if name in TRAJECTORY_FIELDS and (before := checkpoint["train_config"].get(name)) != after
+            f"--{k.replace('_', '-')} {old.get(k)} -> {new[k]}" for k in TRAJECTORY_FIELDS if old.get(k) != new[k]
         ]
         if changed:
-            self.say(f"warning: the run goes on with other settings than it started with: {', '.join(changed)}")
+            self.runtime.print0(f"warning: settings changed since the run began: {', '.join(changed)}")
+        return checkpoint["step"], checkpoint.get("wandb_run_id")
 
-    def run(self) -> int:
-        """Evaluate, checkpoint and train, step after step; returns the process exit code."""
-        plan, config = self.plan, self.config
-        stop = StopSignal()
+    def run(self, resume_command: str) -> int:
+        """Train from start_step to max_steps, in the order of the reference loop; the exit code."""
+        config, runtime = self.config, self.runtime
+        stop_signal = StopSignal()
         try:
-            for step in range(self.start_step, plan.max_steps + 1):
-                if step > self.start_step or not self.evals_done:
-                    self.evaluate(step)
-                last = step == plan.max_steps
-                if step > self.start_step and (last or (config.checkpoint_every and step % config.checkpoint_every == 0)):
-                    self.save(step, evals_done=True)
-                if last:
+            for step in range(self.start_step, config.max_steps + 1):
+                if self.due(config.eval_every, step):
+                    self.model.eval()
+                    loss = validation_loss(self.model, self.val_loader, config.val_tokens, runtime, self.dtype)
+                    self.model.train()
+                    runtime.print0(f"step {step:5d} | val loss {loss:.4f}")
+                    self.log.write(step, "val", loss)
+                if self.due(config.hellaswag_every, step):
+                    correct, _, total = hellaswag.evaluate(
+                        self.model, self.hellaswag_file, runtime, config.hellaswag_limit, dtype=self.dtype
+                    )
+                    runtime.print0(f"step {step:5d} | HellaSwag acc_norm {correct}/{total} = {correct / total:.4f}")
+                    self.log.write(step, "hella", correct / total)
+                if self.due(config.sample_every, step) and runtime.is_master:
+                    # The uncompiled model: each new length would be a new shape to compile.
+                    generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
+                    for i, text in enumerate(sample_texts(self.raw_model, SAMPLE_PROMPT, 4, 32, generator=generator)):
+                        print(f"sample {i}: {text}")
+                if step == config.max_steps:
                     return 0
                 if not self.train(step):
                     return 1
-                if stop.agreed(self.runtime):
-                    self.save(step + 1, evals_done=False)
-                    self.say(f"stopped by a signal after step {step}; rerun the same command to resume")
+                stopping = stop_signal.requested_on_any_rank(runtime)
+                if stopping or self.due(config.checkpoint_every, step + 1) or step + 1 == config.max_steps:
+                    self.save(step + 1)
+                if stopping:
+                    runtime.print0(f"stopped by a signal after step {step}; to resume, run:\n  {resume_command}")
                     return 0
         finally:
-            stop.restore()
+            stop_signal.restore()
+            if self.log.wandb_run is not None:
+                self.log.wandb_run.finish()
         return 0
 
     def due(self, every: int, step: int) -> bool:
         """At each multiple of `every` steps (0: never), and at the last step."""
-        return every > 0 and (step % every == 0 or step == self.plan.max_steps)
-
-    def evaluate(self, step: int) -> None:
-        """Whichever of val loss, HellaSwag and samples are due at this step."""
-        plan, config, runtime = self.plan, self.config, self.runtime
-        if plan.val_tokens and (self.due(config.eval_every, step) or step == plan.max_steps):
-            self.model.eval()
-            loss = validation_loss(
-                self.model, self.val, plan.val_tokens, config.micro_batch_size, config.seq_len, runtime, plan.dtype
-            )
-            self.model.train()
-            self.say(f"step {step:5d} | val loss {loss:.4f}")
-            self.log.write(step, "val", loss)
-        if self.due(plan.hellaswag_every, step):
-            correct_norm, _, total = hellaswag.evaluate(
-                self.model, self.device, runtime.rank, runtime.world_size, limit=config.hellaswag_limit,
-                data_dir=config.hellaswag_data_dir, dtype=plan.dtype,
-            )
-            self.say(f"step {step:5d} | HellaSwag acc_norm {correct_norm}/{total} = {correct_norm / total:.4f}")
-            self.log.write(step, "hella", correct_norm / total)
-        if self.tokenizer is not None and self.due(plan.sample_every, step):
-            # The uncompiled model: every new length would be a new shape to compile, and a few
-            # dozen small forward passes gain nothing from compilation.
-            generator = torch.Generator(device=self.device).manual_seed(config.seed + runtime.rank)
-            for i, text in enumerate(sample_texts(self.raw_model, self.tokenizer, SAMPLE_PROMPT, 4, 32, generator)):
-                self.say(f"sample {i}: {text}")
+        return every > 0 and (step % every == 0 or step == self.config.max_steps)
 
     def train(self, step: int) -> bool:
-        """One optimizer step, logged; False if the loss is not finite."""
-        config, plan = self.config, self.plan
+        """One optimizer step and its log line; False if the loss is not finite."""
+        config, runtime = self.config, self.runtime
         t0 = time.perf_counter()
-        lr = learning_rate(step, config.max_lr, plan.min_lr, plan.warmup_steps, plan.max_steps)
-        loss, norm = train_step(
-            self.ddp_model, self.optimizer, self.loader.next_batch, plan.grad_accum_steps, lr, config.grad_clip,
-            self.device, plan.dtype,
-        )
-        loss = rt.all_reduce_mean(loss, self.runtime).item()  # waits for the step to finish on the device
+        min_lr = config.max_lr * config.min_lr_ratio
+        lr = learning_rate(step, config.max_lr, min_lr, config.warmup_steps, config.max_steps)
+        batches = [self.train_loader.next_batch(runtime.device) for _ in range(self.grad_accum_steps)]
+        loss, norm = train_step(self.ddp_model, self.optimizer, batches, lr, config.grad_clip, self.dtype)
+        loss = runtime.all_reduce_sum(loss).item() / runtime.world_size  # waits for the step to finish
         dt = time.perf_counter() - t0
         if not math.isfinite(loss):
-            self.say(f"error: the loss is {loss} at step {step}; stopping (the last checkpoint is kept)", file=sys.stderr)
+            runtime.print0(
+                f"error: the loss is {loss} at step {step}; stopping (the last checkpoint stays)", file=sys.stderr
+            )
             return False
         tokens_per_second = config.total_batch_size / dt
-        mfu = self.raw_model.estimate_mfu(tokens_per_second / self.runtime.world_size, config.seq_len)
-        self.say(
-            f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm.item() if norm is not None else 0:.4f} | "
-            f"dt {dt * 1000:.2f}ms | tok/sec {tokens_per_second:,.0f}" + (f" | mfu {mfu:.1%}" if mfu is not None else "")
+        mfu = self.raw_model.estimate_mfu(tokens_per_second / runtime.world_size, config.seq_len)
+        norm = norm.item() if norm is not None else 0.0
+        runtime.print0(
+            f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.2f}ms | "
+            f"tok/sec {tokens_per_second:,.0f}" + (f" | mfu {mfu:.1%}" if mfu is not None else "")
         )
-        self.log.write(step, "train", loss)
+        self.log.write(step, "train", loss, lr=lr, grad_norm=norm, tokens_per_second=tokens_per_second, mfu=mfu)
         return True
 
-    def save(self, step: int, evals_done: bool) -> None:
+    def save(self, step: int) -> None:
         """Checkpoint the state after `step` optimizer steps (rank 0 writes, the others wait)."""
         if self.runtime.is_master:
-            path = checkpoint_path(self.config.log_dir, step)
-            save_checkpoint(
-                path, self.raw_model, step=step, evals_done=evals_done, optimizer=self.optimizer.state_dict(),
-                loader=self.loader.state_dict(), rng=rng_state(), train_config=asdict(self.config),
-            )
-            self.say(f"saved {path}")
-        rt.barrier(self.runtime)
+            path = Path(self.config.log_dir) / f"model_{step:05d}.pt"
+            cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+            state = dict(step=step, optimizer=self.optimizer.state_dict(), loader=self.train_loader.state_dict())
+            state.update(rng={"torch": torch.get_rng_state(), "cuda": cuda_rng}, train_config=asdict(self.config))
+            save_checkpoint(path, self.raw_model, wandb_run_id=getattr(self.log.wandb_run, "id", None), **state)
+            print(f"saved {path}")
+        self.runtime.barrier()
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     config = parse_config(argv)
-    rank, local_rank, world_size = rt.torchrun_env()
+    rank, local_rank, world_size = torchrun_env()
     try:
-        device = rt.pick_device(config.device, local_rank, world_size)
-        # One process per machine downloads HellaSwag: joining the process group waits for every
-        # rank, so the file is there before any rank evaluates.
-        plan = make_plan(config, world_size, device, fetch=local_rank == 0)
-        find_resume_checkpoint(config)
-    except ValueError as e:  # ConfigError, or a device this machine does not have
+        config = resolve_config(config, world_size, pick_device(config.device, local_rank, world_size))
+        resume_from = resume_candidates(config)
+        if config.wandb_project and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("--wandb-project needs the wandb package: pip install wandb")
+        if config.hellaswag_every and local_rank == 0:  # one download per machine, before the others join
+            hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
+    except (OSError, ValueError) as e:  # ConfigError, a device this machine lacks, no HellaSwag file
+        hint = "\n(or turn HellaSwag off with --hellaswag-every 0)" if isinstance(e, OSError) else ""
         if rank == 0:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}{hint}", file=sys.stderr)
         return 2
-    runtime = rt.start(config.device)
+    if fineweb.read_manifest(config.data_dir) is None and rank == 0:
+        print(f"warning: {config.data_dir} has no manifest: its shards were not checked against one", file=sys.stderr)
+    runtime = start(config.device)
     try:
-        return Trainer(config, plan, runtime).run()
-    except ConfigError as e:  # found only once the run started: a checkpoint that does not fit
-        if runtime.is_master:
-            print(f"error: {e}", file=sys.stderr)
+        return Trainer(config, runtime, resume_from).run(resume_command(argv))
+    except (ConfigError, fineweb.FinewebError) as e:  # found once the run started: a checkpoint, a bad shard
+        print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
-        rt.stop(runtime)
+        stop(runtime)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""fineweb.py: shards equal the tokenized documents, resume is exact, bad input is refused cleanly."""
+"""fineweb.py: shards equal the tokenized documents, in order whatever the workers, resume is exact, one run
+per directory, bad input and damaged shards are refused cleanly."""
+
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -16,9 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
 
 import fineweb
+from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
 
 SMALL = ["--tokens", "50K", "--shard-size", "20K", "--workers", "2"]  # 3 shards: 20K val, 20K + 10K train
 
@@ -35,16 +38,24 @@ def texts():
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory, texts):
-    """The CSV's documents as parquet (in two files), jsonl and the CSV itself."""
+    """The CSV's documents as parquet (two files, one with several row groups), jsonl, jsonl in three files,
+    and the CSV itself."""
     root = tmp_path_factory.mktemp("corpus")
     half = len(texts) // 2
     # named so that sorted order is not creation order
     pq.write_table(pa.table({"text": texts[half:], "id": range(half, len(texts))}), root / "b.parquet")
     pq.write_table(pa.table({"text": texts[:half], "id": range(half)}), root / "a.parquet", row_group_size=16)
-    with open(root / "docs.jsonl", "w", encoding="utf-8") as f:
-        for i, text in enumerate(texts):
-            f.write(json.dumps({"id": i, "text": text}) + "\n")
-    return {"parquet": str(root / "*.parquet"), "jsonl": str(root / "docs.jsonl"), "csv": str(FINEWEB_CSV)}
+    (root / "parts").mkdir()
+    for part, start in enumerate(range(0, len(texts), 60)):
+        lines = [json.dumps({"text": text}) + "\n" for text in texts[start : start + 60]]
+        (root / "parts" / f"part{part}.jsonl").write_text("".join(lines), encoding="utf-8")
+    (root / "docs.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    return {
+        "parquet": str(root / "*.parquet"),
+        "jsonl": str(root / "docs.jsonl"),
+        "csv": str(FINEWEB_CSV),
+        "jsonl_parts": str(root / "parts" / "*.jsonl"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -63,6 +74,18 @@ def token_stream(enc, texts):
     return np.array([t for d in docs for t in d], dtype=np.uint16), np.array([len(d) for d in docs])
 
 
+def document_places(pattern, documents):
+    """(file index, row group, index in the row group) of each document: parquet files have row groups,
+    a single file of another kind is one unit of `documents` documents."""
+    if not pattern.endswith(".parquet"):
+        return [(0, 0, i) for i in range(documents)]
+    places = []
+    for file, path in enumerate(sorted(Path(pattern).parent.glob(Path(pattern).name))):
+        meta = pq.read_metadata(path)
+        places += [(file, g, i) for g in range(meta.num_row_groups) for i in range(meta.row_group(g).num_rows)]
+    return places
+
+
 def run(*args):
     """fineweb.py's main in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
@@ -76,8 +99,9 @@ def run(*args):
 
 def run_script(*args, env=None):
     """`python fineweb.py ...` in a child process."""
-    return subprocess.Popen([sys.executable, str(ROOT / "fineweb.py"), *map(str, args)], text=True,
-                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = [sys.executable, str(ROOT / "fineweb.py"), *map(str, args)]
+    env = {**os.environ, **(env or {})}
+    return subprocess.Popen(command, text=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def shards_of(out):
@@ -101,8 +125,19 @@ def good_dir(tmp_path_factory, corpus):
     return out
 
 
+def copy_of(directory, tmp_path):
+    shutil.copytree(directory, tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def edit_manifest(out, change):
+    manifest = manifest_of(out)
+    change(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
 # -----------------------------------------------------------------------------
-# the shards hold exactly the documents
+# the shards hold exactly the documents, in order
 
 
 @pytest.mark.parametrize("kind", ["parquet", "jsonl", "csv"])
@@ -115,24 +150,49 @@ def test_shards_are_the_tokenized_documents(tmp_path, enc, texts, corpus, kind):
     shards = [np.load(out / name) for name in names]
     assert [s.dtype for s in shards] == [np.uint16] * 3
     assert [len(s) for s in shards] == [20_000, 20_000, 10_000]
-    expected, lengths = token_stream(enc, texts)
+    expected, lengths = token_stream(enc, texts)  # a.parquet holds the first half
     assert np.array_equal(np.concatenate(shards), expected[:50_000])
     # documents run on across boundaries: here both boundaries fall inside a document
     assert shards[1][0] != fineweb.EOT_TOKEN and shards[2][0] != fineweb.EOT_TOKEN
-    assert "3 shards (1 val + 2 train), 50,000 tokens" in stdout
+    assert "3 shards (1 val + 2 train), 50,000 tokens" in stdout and "ran out" not in stdout
 
     manifest = manifest_of(out)
     assert manifest["complete"] and not manifest["input_exhausted"]
     assert manifest["settings"]["tokens"] == 50_000 and manifest["settings"]["shard_size"] == 20_000
     starts = np.cumsum(lengths) - lengths
+    places = document_places(corpus[kind], len(texts))
     for k, entry in enumerate(manifest["shards"]):
         assert entry["file"] == names[k] and entry["tokens"] == len(shards[k])
         assert entry["documents"] == np.count_nonzero(shards[k] == fineweb.EOT_TOKEN)
         last_token = 20_000 * k + len(shards[k]) - 1  # where the shard ends in the whole stream
         document = int(np.searchsorted(starts, last_token, side="right")) - 1
-        assert entry["end"]["document"] == document
-        assert entry["end"]["token"] == last_token + 1 - starts[document]
-    assert sum(e["documents"] for e in manifest["shards"]) == np.count_nonzero(expected[:50_000] == fineweb.EOT_TOKEN)
+        end = entry["end"]
+        assert (end["file"], end["row_group"], end["document"]) == places[document]
+        assert end["token"] == last_token + 1 - starts[document]
+        document_tokens = expected[starts[document] : starts[document] + lengths[document]]
+        assert end["tokens_sha256"] == hashlib.sha256(document_tokens.tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl_parts"])
+def test_the_order_does_not_depend_on_the_workers(tmp_path, corpus, kind):
+    outputs = []
+    for workers in (1, 3):
+        out = tmp_path / f"workers{workers}"
+        code, _, err = run(
+            "--data-files",
+            corpus[kind],
+            "--output-dir",
+            out,
+            "--tokens",
+            "80K",
+            "--shard-size",
+            "7K",
+            "--workers",
+            workers,
+        )
+        assert code == 0, err
+        outputs.append({name: (out / name).read_bytes() for name in shards_of(out)} | {"m": manifest_of(out)})
+    assert len(outputs[0]) == 13 and outputs[0] == outputs[1]
 
 
 def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
@@ -141,8 +201,18 @@ def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
     for name, text in pieces.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     out = tmp_path / "out"
-    code, stdout, err = run("--data-files", tmp_path / "*.txt", "--output-dir", out, "--tokens", "20K",
-                            "--shard-size", "2K", "--workers", "2")
+    code, stdout, err = run(
+        "--data-files",
+        tmp_path / "*.txt",
+        "--output-dir",
+        out,
+        "--tokens",
+        "20K",
+        "--shard-size",
+        "2K",
+        "--workers",
+        "2",
+    )
     assert code == 0, err
     expected, _ = token_stream(enc, [pieces[name] for name in sorted(pieces)])
     assert len(expected) < 20_000
@@ -150,41 +220,66 @@ def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
     tokens = [np.load(p) for p in shards]
     assert np.array_equal(np.concatenate(tokens), expected)
     assert [len(t) for t in tokens[:-1]] == [2000] * (len(tokens) - 1) and 0 < len(tokens[-1]) <= 2000
-    assert "the input ran out before the 20K-token budget" in stdout
+    assert f"the input ran out after {len(expected):,} tokens, before the 20K budget" in stdout
     manifest = manifest_of(out)
     assert manifest["complete"] and manifest["input_exhausted"]
     assert run("--verify", out)[0] == 0
 
 
+def test_the_hub_path_streams_its_files_through_the_same_code(tmp_path, corpus, good_dir, monkeypatch):
+    """The hub's file listing needs the network; the rest (fsspec URLs, parquet row groups) runs here on local
+    files, and a resumed run reads the files its manifest lists without asking the hub again."""
+    files = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))
+    monkeypatch.setattr(fineweb, "hub_input", lambda config: {"kind": "parquet", "files": [f.as_uri() for f in files]})
+    out = tmp_path / "out"
+    interrupt_on_shard(monkeypatch, 2)
+    assert run("--output-dir", out, *SMALL)[0] == 130
+    monkeypatch.undo()
+    monkeypatch.setattr(fineweb, "hub_input", None)  # a resumed run does not list the files again
+    code, _, err = run("--output-dir", out, *SMALL)
+    assert code == 0, err
+    manifest = manifest_of(out)
+    assert manifest["settings"]["source"] == {
+        "dataset": "HuggingFaceFW/fineweb-edu",
+        "name": "sample-10BT",
+        "split": "train",
+    }
+    assert manifest["input"] == {"kind": "parquet", "files": [f.as_uri() for f in files]}
+    assert all((out / name).read_bytes() == (good_dir / name).read_bytes() for name in shards_of(good_dir))
+
+
 def test_tokenize_documents_matches_encode_ordinary(enc):
-    texts = ["plain text", "<|endoftext|> is text here, not a special token", "lone \ud800 surrogate", ""]
+    texts = ["plain text", "<|endoftext|> is text here, not a special token", "", "ünïcødé ☃"]
     tokens, lengths = fineweb.tokenize_documents(texts)
     expected, expected_lengths = token_stream(enc, texts)
     assert tokens.dtype == np.uint16
     assert np.array_equal(tokens, expected) and np.array_equal(lengths, expected_lengths)
-    # the tokenizer processes get Arrow string arrays (UTF-8, so no lone surrogates there)
-    utf8 = [text for text in texts if "\ud800" not in text]
-    tokens, lengths = fineweb.tokenize_documents(pa.array(utf8))
-    expected, expected_lengths = token_stream(enc, utf8)
-    assert np.array_equal(tokens, expected) and np.array_equal(lengths, expected_lengths)
 
 
-def test_in_flight_work_is_bounded():
-    from concurrent.futures import ThreadPoolExecutor
-
+def test_the_input_is_read_only_a_few_units_ahead(corpus):
+    parquet = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))[0]  # five row groups
+    units = list(fineweb.work_units({"kind": "parquet", "files": [str(parquet)]}, "text")) * 10
     pulled = 0
 
-    def batches():
+    def pull():
         nonlocal pulled
-        for i in range(1000):
+        for unit in units:
             pulled += 1
-            yield fineweb.DocBatch(i, ["some text"], None)
+            yield unit
 
-    with ThreadPoolExecutor(2) as pool:
-        results = fineweb.tokenize_in_order(batches(), pool, max_pending=4)
-        first = next(results)
-        assert first[0].first == 0 and pulled <= 4  # Executor.map would have pulled all 1000
-        assert [b.first for b, _, _ in results] == list(range(1, 1000))
+    with fineweb.Tokenizers(2) as tokenizers:
+        chunks = tokenizers.tokenize_in_order(pull())
+        first = next(chunks)
+        assert pulled == 2 * fineweb.UNITS_AHEAD  # Executor.map (or Pool.imap) would have pulled all 50
+        assert [unit for unit, _ in [first, *chunks]] == units  # one chunk per row group, in order
+
+
+def test_a_dead_worker_is_an_error_not_a_hang(corpus):
+    units = fineweb.work_units(fineweb.local_input([corpus["parquet"]]), "text")
+    with fineweb.Tokenizers(1) as tokenizers:
+        tokenizers.workers[0].process.kill()
+        with pytest.raises(fineweb.FinewebError, match="tokenizer process .* died"):
+            list(tokenizers.tokenize_in_order(units))
 
 
 def test_reference_layout():
@@ -212,15 +307,21 @@ def test_parse_token_count():
 def test_help_lists_every_flag():
     code, out, _ = run("--help")
     assert code == 0
-    flags = ["--dataset", "--name", "--split", "--data-files", "--text-column", "--output-dir", "--tokens",
-             "--shard-size", "--workers", "--overwrite", "--verify"]
+    flags = [
+        "--dataset",
+        "--name",
+        "--split",
+        "--data-files",
+        "--text-column",
+        "--output-dir",
+        "--tokens",
+        "--shard-size",
+        "--workers",
+        "--overwrite",
+        "--verify",
+    ]
     assert all(flag in out for flag in flags)
     assert "HuggingFaceFW/fineweb-edu" in out and "sample-10BT" in out and "100M" in out and "10M" in out
-
-
-def test_benchmark_tokenizer_ceiling(texts):
-    single = fineweb.benchmark_tokenizer_ceiling(texts[:5], cores=1, min_seconds=0.05)
-    assert 1e4 < single < 1e9
 
 
 # -----------------------------------------------------------------------------
@@ -232,7 +333,10 @@ def test_list_shards_sorted_by_index(tmp_path):
         np.save(tmp_path / fineweb.shard_name(index), np.zeros(4, np.uint16))
     (tmp_path / "notes.npy").write_bytes(b"")
     assert [p.name for p in fineweb.list_shards(tmp_path, "train")] == [
-        "edufineweb_train_000001.npy", "edufineweb_train_000002.npy", "edufineweb_train_000010.npy"]
+        "edufineweb_train_000001.npy",
+        "edufineweb_train_000002.npy",
+        "edufineweb_train_000010.npy",
+    ]
     assert [p.name for p in fineweb.list_shards(str(tmp_path), "val")] == ["edufineweb_val_000000.npy"]
     with pytest.raises(ValueError):
         fineweb.list_shards(tmp_path, "test")
@@ -246,16 +350,91 @@ def test_list_shards_says_how_to_make_them(tmp_path):
         fineweb.list_shards(tmp_path, "train")
 
 
-def test_open_shard_is_a_uint16_memmap(tmp_path, good_dir):
-    tokens = fineweb.open_shard(good_dir / "edufineweb_val_000000.npy")
-    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and tokens.shape == (20_000,)
-    assert not tokens.flags.writeable
+def test_open_and_load_shard_are_checked_uint16_memmaps(tmp_path, good_dir):
+    for read in (fineweb.open_shard, fineweb.load_shard):
+        tokens = read(good_dir / "edufineweb_val_000000.npy")
+        assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and tokens.shape == (20_000,)
+        assert not tokens.flags.writeable
     np.save(tmp_path / "wide.npy", np.zeros(10, np.int32))
-    with pytest.raises(ValueError, match="wide.npy"):
-        fineweb.open_shard(tmp_path / "wide.npy")
     np.save(tmp_path / "square.npy", np.zeros((2, 2), np.uint16))
-    with pytest.raises(ValueError, match="square.npy"):
-        fineweb.open_shard(tmp_path / "square.npy")
+    np.save(tmp_path / "edufineweb_train_000003.npy", np.array([1, 60_000, 2], np.uint16))
+    for name in ["wide.npy", "square.npy"]:
+        with pytest.raises(fineweb.FinewebError, match=name):
+            fineweb.load_shard(tmp_path / name)
+    assert len(fineweb.open_shard(tmp_path / "edufineweb_train_000003.npy")) == 3  # the ids are not read
+    with pytest.raises(ValueError) as outside:  # a FinewebError is a ValueError
+        fineweb.load_shard(tmp_path / "edufineweb_train_000003.npy")
+    message = str(outside.value)
+    assert "edufineweb_train_000003.npy: token id 60000 is outside the gpt2 vocabulary (50257)" in message
+    assert f"python fineweb.py --verify {tmp_path}" in message
+
+
+def test_shard_lengths_come_from_the_headers_and_agree_with_the_manifest(tmp_path, good_dir):
+    assert fineweb.read_manifest(good_dir)["complete"]
+    assert fineweb.shard_lengths(good_dir, "val") == [(good_dir / "edufineweb_val_000000.npy", 20_000)]
+    train = [good_dir / "edufineweb_train_000001.npy", good_dir / "edufineweb_train_000002.npy"]
+    assert fineweb.shard_lengths(str(good_dir), "train") == [(train[0], 20_000), (train[1], 10_000)]
+    hand_made = tmp_path / "hand_made"
+    hand_made.mkdir()
+    for index, length in enumerate([5, 7]):
+        np.save(hand_made / fineweb.shard_name(index), np.zeros(length, np.uint16))
+    assert fineweb.read_manifest(hand_made) is None
+    assert fineweb.shard_lengths(hand_made, "train") == [(hand_made / "edufineweb_train_000001.npy", 7)]
+
+
+def test_shard_lengths_refuses_an_incomplete_directory(tmp_path, good_dir):
+    out = copy_of(good_dir, tmp_path)
+    edit_manifest(out, lambda manifest: manifest.update(complete=False))
+    with pytest.raises(fineweb.FinewebError, match="incomplete") as incomplete:
+        fineweb.shard_lengths(out, "train")
+    assert str(out) in str(incomplete.value) and "rerun the same `python fineweb.py` command" in str(incomplete.value)
+
+
+@pytest.mark.parametrize(
+    "damage, fragments",
+    [
+        ("missing", ["edufineweb_train_000002.npy: missing"]),
+        ("shorter", ["edufineweb_train_000002.npy: 9,000 tokens, manifest.json says 10,000"]),
+        ("truncated", ["edufineweb_train_000002.npy: not a readable .npy shard", "--verify"]),
+        ("extra", ["edufineweb_train_000003.npy: not in manifest.json"]),
+    ],
+)
+def test_shard_lengths_names_the_shard_that_disagrees(tmp_path, good_dir, damage, fragments):
+    out = copy_of(good_dir, tmp_path)
+    shard = out / "edufineweb_train_000002.npy"
+    if damage == "missing":
+        shard.unlink()
+    elif damage == "shorter":
+        np.save(shard, np.load(shard)[:9000])
+    elif damage == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-100])
+    else:
+        shutil.copy(shard, out / "edufineweb_train_000003.npy")
+    with pytest.raises(fineweb.FinewebError) as problem:
+        fineweb.shard_lengths(out, "train")
+    assert all(fragment in str(problem.value) for fragment in fragments), problem.value
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (lambda m: m.pop("complete"), "no 'complete'"),
+        (lambda m: m["shards"][1].pop("end"), "no 'end'"),
+        (lambda m: m["shards"][0].update(tokens="many"), "'tokens' should be of type int"),
+        (lambda m: m.update(shards=None), "'shards' should be of type list"),
+    ],
+)
+def test_a_malformed_manifest_is_a_clear_error(tmp_path, corpus, good_dir, change, fragment):
+    out = copy_of(good_dir, tmp_path)
+    edit_manifest(out, change)
+    for read in (fineweb.read_manifest, lambda d: fineweb.shard_lengths(d, "train")):
+        with pytest.raises(fineweb.FinewebError, match="manifest.json is malformed") as malformed:
+            read(out)
+        assert fragment in str(malformed.value)
+    code, _, err = run("--data-files", corpus["parquet"], "--output-dir", out, *SMALL)
+    assert_error(code, err, "manifest.json is malformed", fragment, "--overwrite")
+    code, stdout, _ = run("--verify", out)
+    assert code == 1 and "manifest.json is malformed" in stdout
 
 
 # -----------------------------------------------------------------------------
@@ -287,15 +466,17 @@ def damage_remove(path):
     path.unlink()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (damage_truncate, "not a readable uint16 shard"),
-    (damage_flip_bit, "sha256 differs"),
-    (damage_wrong_dtype, "int32"),
-    (damage_remove, "missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (damage_truncate, "not a readable .npy shard"),
+        (damage_flip_bit, "sha256 differs"),
+        (damage_wrong_dtype, "int32"),
+        (damage_remove, "missing"),
+    ],
+)
 def test_verify_finds_a_damaged_shard(tmp_path, good_dir, damage, message):
-    out = tmp_path / "copy"
-    shutil.copytree(good_dir, out)
+    out = copy_of(good_dir, tmp_path)
     damage(out / "edufineweb_train_000001.npy")
     code, stdout, _ = run("--verify", out)
     assert code == 1
@@ -304,11 +485,10 @@ def test_verify_finds_a_damaged_shard(tmp_path, good_dir, damage, message):
 
 
 def test_verify_finds_extra_and_out_of_vocabulary(tmp_path, good_dir):
-    out = tmp_path / "copy"
-    shutil.copytree(good_dir, out)
+    out = copy_of(good_dir, tmp_path)
     shutil.copy(out / "edufineweb_train_000002.npy", out / "edufineweb_train_000003.npy")
     code, stdout, _ = run("--verify", out)
-    assert code == 1 and "edufineweb_train_000003.npy: not in the manifest" in stdout
+    assert code == 1 and "edufineweb_train_000003.npy: not in manifest.json" in stdout
     tokens = np.load(out / "edufineweb_train_000002.npy")
     tokens[5] = 60_000
     np.save(out / "edufineweb_train_000002.npy", tokens)
@@ -318,7 +498,7 @@ def test_verify_finds_extra_and_out_of_vocabulary(tmp_path, good_dir):
 
 
 # -----------------------------------------------------------------------------
-# resuming
+# resuming, and one run per directory
 
 BIG = ["--tokens", "3M", "--shard-size", "40K", "--workers", "2"]  # 75 shards
 
@@ -370,10 +550,10 @@ def interrupt_on_shard(monkeypatch, number):
 
 
 def test_rerun_of_a_complete_directory_does_nothing(corpus, good_dir):
-    before = {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir() if p.name != ".fineweb.lock"}
     code, out, err = run("--data-files", corpus["parquet"], "--output-dir", good_dir, *SMALL)
     assert code == 0 and "already complete" in out, err
-    assert {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir()} == before
+    assert {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir() if p.name != ".fineweb.lock"} == before
 
 
 def test_interrupted_runs_resume_exactly(tmp_path, big_parquet, big_reference, monkeypatch):
@@ -410,11 +590,13 @@ def test_resume_refuses_when_the_input_changed(tmp_path, texts, monkeypatch):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_run_resumes_byte_identical(tmp_path, big_parquet, big_reference, sig):
+def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(tmp_path, big_parquet, big_reference, sig):
     out = tmp_path / "out"
     args = ["--data-files", big_parquet, "--output-dir", out, *BIG]
     process = run_script(*args)
     wait_for_shards(process, out, 2)
+    code, _, err = run(*args)  # a second run into the same directory, while the first is writing
+    assert_error(code, err, f"{out} is being written by another fineweb.py run (pid {process.pid})")
     process.send_signal(sig)
     _, err = process.communicate(timeout=60)  # returns once the tokenizer processes, too, have exited
     partial = manifest_of(out)
@@ -422,6 +604,7 @@ def test_killed_run_resumes_byte_identical(tmp_path, big_parquet, big_reference,
     if sig == signal.SIGINT:
         assert process.returncode == 130 and "rerun the same command" in err and "Traceback" not in err
         assert leftovers(out) == []
+    assert (out / ".fineweb.lock").read_text().strip() == str(process.pid)  # a stale lock does not block
     code, stdout, err = run(*args)
     assert code == 0, err
     assert_same_output(out, big_reference)
@@ -433,23 +616,19 @@ def test_killed_run_resumes_byte_identical(tmp_path, big_parquet, big_reference,
 
 def assert_error(code, err, *fragments):
     assert code == 1, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "KeyError" not in err
     assert any(line.startswith("error: ") for line in err.splitlines()), err  # after a progress bar, perhaps
     for fragment in fragments:
         assert fragment in err, err
 
 
-def assert_nothing_written(out):
-    """A run that fails before its first shard leaves no shard, manifest or temporary file behind."""
-    assert not Path(out).exists() or list(Path(out).iterdir()) == []
-
-
 def test_unknown_dataset_offline_points_to_data_files(tmp_path):
-    process = run_script("--dataset", "nobody/no-such-dataset-xyz", "--output-dir", tmp_path / "out",
-                         env={"HF_HUB_OFFLINE": "1"})
+    process = run_script(
+        "--dataset", "nobody/no-such-dataset-xyz", "--output-dir", tmp_path / "out", env={"HF_HUB_OFFLINE": "1"}
+    )
     _, err = process.communicate(timeout=120)
     assert_error(process.returncode, err, "nobody/no-such-dataset-xyz", "--data-files", "HF_HUB_OFFLINE=1")
-    assert_nothing_written(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # the failed run removed the directory it made
 
 
 def test_no_file_matches(tmp_path):
@@ -466,6 +645,9 @@ def test_mixed_and_unknown_file_kinds(tmp_path, corpus):
     assert_error(code, err, "mixes")
     code, _, err = run("--data-files", tmp_path / "*.xml", "--output-dir", tmp_path / "out", *SMALL)
     assert_error(code, err, "cannot read .xml files")
+    code, _, err = run("--data-files", tmp_path / "*.parquet", "--output-dir", tmp_path / "out", *SMALL)
+    assert_error(code, err, "a.parquet as parquet")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
@@ -474,7 +656,7 @@ def test_missing_text_column_names_the_columns(tmp_path, corpus, kind):
     code, _, err = run("--data-files", corpus[kind], "--text-column", "body", "--output-dir", out, *SMALL)
     assert_error(code, err, "no column 'body'", "--text-column")
     assert ("text, id" in err) if kind == "parquet" else ("text, score, reasoning, decision, error" in err)
-    assert_nothing_written(out)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("bad, kind", [(4, "int"), (None, "NoneType"), (["a list"], "list")])
@@ -483,8 +665,8 @@ def test_non_string_text_names_the_document(tmp_path, bad, kind):
     data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["one", "two", "three", bad, "five"]))
     out = tmp_path / "out"
     code, _, err = run("--data-files", data, "--output-dir", out, *SMALL)
-    assert_error(code, err, f"document 3: column 'text' holds {kind}, not text")
-    assert_nothing_written(out)
+    assert_error(code, err, f"docs.jsonl, document 3: column 'text' holds {kind}, not text")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("name, content", [("empty.jsonl", ""), ("header_only.csv", "text\n")])
@@ -493,7 +675,34 @@ def test_empty_input(tmp_path, name, content):
     out = tmp_path / "out"
     code, _, err = run("--data-files", tmp_path / name, "--output-dir", out, *SMALL)
     assert_error(code, err, "no documents")
-    assert_nothing_written(out)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content, tokens", [("", "1 token(s)"), ("Too short.", "4 token(s)")])
+def test_input_too_small_for_a_train_token(tmp_path, content, tokens):
+    (tmp_path / "only.txt").write_text(content)
+    out = tmp_path / "out"
+    code, _, err = run("--data-files", tmp_path / "only.txt", "--output-dir", out, *SMALL)
+    assert_error(code, err, f"the input holds only {tokens} in 1 document(s)", "a smaller --shard-size")
+    assert not out.exists()
+
+
+def test_input_of_exactly_one_val_shard_writes_nothing(tmp_path, corpus):
+    """150 documents are 89,438 tokens: at --shard-size 100K not even the val shard fills; at 89,438 it fills,
+    with nothing left to train on. Either way nothing is written, and the message says what to change."""
+    for shard_size in ["100K", "89438"]:
+        out = tmp_path / f"out{shard_size}"
+        code, _, err = run(
+            "--data-files", corpus["csv"], "--output-dir", out, "--tokens", "1M", "--shard-size", shard_size
+        )
+        assert_error(
+            code, err, "the input holds only 89,438 token(s) in 150 document(s)", "--shard-size (below 89,438)"
+        )
+        assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()  # a directory the run did not make stays
+    assert run("--data-files", corpus["csv"], "--output-dir", kept, "--tokens", "1M", "--shard-size", "100K")[0] == 1
+    assert kept.is_dir() and shards_of(kept) == [] and not (kept / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("tokens", ["5K", "20K"])
@@ -511,8 +720,7 @@ def test_unwritable_output_dir(tmp_path, corpus):
 
 
 def test_other_settings_are_refused_unless_overwrite(tmp_path, corpus, good_dir):
-    out = tmp_path / "out"
-    shutil.copytree(good_dir, out)
+    out = copy_of(good_dir, tmp_path)
     args = ["--data-files", corpus["parquet"], "--output-dir", out, "--tokens", "60K", "--shard-size", "20K"]
     code, _, err = run(*args)
     assert_error(code, err, "other settings", "tokens: 50000 there, 60000 here", "--overwrite")
@@ -548,3 +756,16 @@ def test_disk_full_leaves_a_consistent_directory(tmp_path, corpus, good_dir, mon
     code, stdout, err = run(*args)
     assert code == 0, err
     assert_same_output(out, good_dir)
+
+
+# -----------------------------------------------------------------------------
+# bench.py's timing of fineweb.py
+
+
+def test_bench_times_fineweb_against_the_tokenizer_ceiling(corpus, texts):
+    bench = pytest.importorskip("bench")
+    single = bench.tokenizer_ceiling(texts[:5], cores=1, min_seconds=0.05)
+    assert 1e4 < single < 1e9 and bench.first_documents([corpus["csv"]], 7) == texts[:7]
+    timing = bench.time_tokenizing([corpus["parquet"]], workers=1, tokens=50_000, shard_size=20_000)
+    assert timing.tokens_per_second > 1e4 and timing.ceiling > 1e4
+    assert 0 < timing.main_cpu_seconds < 60 and 50 * 2**20 < timing.peak_rss_bytes < 2**31

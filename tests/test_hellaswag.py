@@ -1,4 +1,5 @@
 """hellaswag.py: rendering, batched and sharded scoring, torch.compile, the download cache, the CLI."""
+
 import json
 import os
 import random
@@ -16,7 +17,9 @@ import torch
 
 import gpt2
 import hellaswag
+import runtime
 from gpt2 import GPT, GPTConfig
+from runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = Path(__file__).resolve().parent / "data" / "hellaswag_sample.jsonl"
@@ -166,7 +169,7 @@ def test_batched_scores_equal_one_example_at_a_time(tmp_path, mixed_examples, ex
     assert sums.argmin(dim=1).tolist() == expected_sums.argmin(dim=1).tolist()
 
     model.train()
-    counts = hellaswag.evaluate(model, CPU, batch_size=batch_size, data_file=path)
+    counts = hellaswag.evaluate(model, path, batch_size=batch_size)
     assert model.training  # left as it came
     assert counts == (
         int((expected_means.argmin(dim=1) == labels).sum()),
@@ -177,26 +180,26 @@ def test_batched_scores_equal_one_example_at_a_time(tmp_path, mixed_examples, ex
 
 def test_shards_of_all_ranks_cover_every_example_once(tmp_path, monkeypatch, mixed_examples):
     reductions = []
-    monkeypatch.setattr(hellaswag.dist, "all_reduce", lambda tensor, op: reductions.append(op))  # unsummed
+    monkeypatch.setattr(runtime.dist, "all_reduce", lambda tensor, op: reductions.append(op))  # unsummed
     model = small_model().eval()
     path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples)
-    shards = [hellaswag.evaluate(model, CPU, rank, 3, batch_size=2, data_file=path) for rank in range(3)]
+    shards = [hellaswag.evaluate(model, path, Runtime(rank, rank, 3), batch_size=2) for rank in range(3)]
     assert reductions == [torch.distributed.ReduceOp.SUM] * 3  # one per rank
     assert [total for _, _, total in shards] == [5, 4, 4]
-    assert tuple(map(sum, zip(*shards))) == hellaswag.evaluate(model, CPU, batch_size=2, data_file=path)
-    assert hellaswag.evaluate(model, CPU, 14, 20, data_file=path) == (0, 0, 0)  # more ranks than examples
+    assert tuple(map(sum, zip(*shards, strict=True))) == hellaswag.evaluate(model, path, batch_size=2)
+    assert hellaswag.evaluate(model, path, Runtime(14, 14, 20)) == (0, 0, 0)  # more ranks than examples
 
 
 def test_examples_longer_than_block_size_are_cropped(enc):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=24, n_layer=1, n_head=2, n_embd=16))
     assert max(len(enc.encode(e["ctx"])) for e in sample_examples()) > 24
-    assert hellaswag.evaluate(model, CPU, data_file=SAMPLE)[2] == 5
+    assert hellaswag.evaluate(model, SAMPLE)[2] == 5
 
 
 def test_random_model_scores_near_chance(tmp_path):
     path = write_jsonl(tmp_path / "random.jsonl", synthetic_examples(300, seed=2))
-    correct_norm, correct, total = hellaswag.evaluate(small_model(seed=3), CPU, batch_size=16, data_file=path)
+    correct_norm, correct, total = hellaswag.evaluate(small_model(seed=3), path, batch_size=16)
     assert total == 300
     assert 0.17 < correct_norm / total < 0.33  # chance is 0.25 +- 0.025 (one standard deviation)
     assert 0.17 < correct / total < 0.33
@@ -224,7 +227,7 @@ def test_model_that_prefers_the_labelled_ending_scores_high(enc, tmp_path):
     model = small_model(seed=4)
     train_on_labelled_endings(model, enc, synthetic_examples(200, seed=5, learnable=True), steps=12)
     path = write_jsonl(tmp_path / "learnable.jsonl", synthetic_examples(100, seed=6, learnable=True))
-    correct_norm, correct, total = hellaswag.evaluate(model, CPU, batch_size=16, data_file=path)
+    correct_norm, correct, total = hellaswag.evaluate(model, path, batch_size=16)
     assert total == 100
     assert correct_norm / total > 0.6
     assert correct / total > 0.6
@@ -245,15 +248,15 @@ def test_compiled_model_compiles_once_for_all_batches(tmp_path, mixed_examples):
     torch._dynamo.reset()
     counter = CompileCounter()
     compiled = torch.compile(model, backend=counter)
-    first = hellaswag.evaluate(compiled, CPU, batch_size=4, data_file=path)
+    first = hellaswag.evaluate(compiled, path, batch_size=4)
     frames = counter.frame_count
-    second = hellaswag.evaluate(compiled, CPU, batch_size=4, data_file=path)
+    second = hellaswag.evaluate(compiled, path, batch_size=4)
     torch._dynamo.reset()
 
     assert one_shape.frame_count > 0
     assert frames == one_shape.frame_count
     assert counter.frame_count == frames  # evaluating again (every eval step) compiles nothing
-    assert first == second == hellaswag.evaluate(model, CPU, batch_size=4, data_file=path)
+    assert first == second == hellaswag.evaluate(model, path, batch_size=4)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -363,7 +366,8 @@ def test_missing_data_says_where_to_put_the_file(server, tmp_path, monkeypatch, 
 FLAGS = ["--init-from", "--split", "--limit", "--batch-size", "--device", "--dtype", "--data-dir", "--data-file"]
 
 
-def test_help_lists_every_flag(capsys):
+def test_help_lists_every_flag(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HELLASWAG_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as e:
         hellaswag.main(["--help"])
     assert e.value.code == 0
@@ -371,6 +375,24 @@ def test_help_lists_every_flag(capsys):
     for flag in FLAGS:
         assert flag in out
     assert out.count("(default:") == len(FLAGS)  # the formatter adds it to each flag with a help text
+    assert f"(default:{tmp_path})" in "".join(out.split())  # where the files really go
+
+
+@pytest.mark.parametrize("local_rank", [0, 1])
+def test_under_torchrun_one_process_per_machine_downloads(tmp_path, monkeypatch, local_rank):
+    events = []
+    monkeypatch.setenv("LOCAL_RANK", str(local_rank))
+    monkeypatch.setattr(hellaswag, "download_split", lambda split, path: events.append("download"))
+
+    def start(device):  # joining the process group: every rank waits here for the others
+        events.append("start")
+        (tmp_path / "hellaswag_val.jsonl").write_bytes(SAMPLE.read_bytes())  # local rank 0's download
+        return Runtime()
+
+    monkeypatch.setattr(hellaswag, "start", start)
+    monkeypatch.setattr(hellaswag, "load_model", lambda init_from, device: small_model())
+    assert hellaswag.main(["--data-dir", str(tmp_path)]) == 0
+    assert events == (["download", "start"] if local_rank == 0 else ["start"])
 
 
 @pytest.mark.parametrize("problem", ["missing-data-file", "bad-checkpoint", "offline"])

@@ -24,8 +24,14 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = {i: "".join(o.get("text", "") for o in cell.outputs) for i, cell in enumerate(notebook.cells) if cell.cell_type == "code"}
+    NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = {
+        i: "".join(o.get("text", "") for o in cell.outputs)
+        for i, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+    }
     text = "\n".join(outputs.values())
     assert "parameters, counted once: 124,439,808" in text
     assert "saved notebook_run/log/model_00050.pt" in text

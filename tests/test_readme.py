@@ -2,12 +2,14 @@
 
 import functools
 import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+import train_gpt2
+from conftest import ROOT, SHAKESPEARE_TXT, require_shared_data
 
 README = (ROOT / "README.md").read_text()
 SCRIPTS = ("fineweb.py", "train_gpt2.py", "hellaswag.py", "gpt2.py", "bench.py")
@@ -65,3 +67,33 @@ def test_the_readme_lists_every_file_of_the_repository():
     expected = {name for name in top_level if not name.startswith(".") and not name.endswith((".md", ".txt", ".ini"))}
     assert expected <= listed and ".ci/run" in listed
     assert all((ROOT / name).exists() for name in listed)
+
+
+def test_the_quick_start_works_as_written_without_the_hub(tmp_path):
+    """The quick start's offline data command on 4 MB of real text, then its training command: the plan
+    fits the data (one pass), and the first steps run (HellaSwag off, as offline machines need)."""
+    shakespeare = require_shared_data(SHAKESPEARE_TXT).read_text(encoding="utf-8")
+    (tmp_path / "my_texts").mkdir()
+    for copy in range(4):  # 4 documents of 338K tokens
+        (tmp_path / "my_texts" / f"part{copy}.txt").write_text(f"Copy {copy}.\n{shakespeare}", encoding="utf-8")
+    section = README[README.index("## Quick start") : README.index("## The full reproduction")]
+    commands = [
+        line
+        for block in re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+        for line in block.replace("\\\n", " ").splitlines()
+    ]
+    data = next(line for line in commands if "fineweb.py" in line and "--data-files" in line)
+    train = next(line for line in commands if "train_gpt2.py" in line)
+
+    def run(command: str, *extra: str) -> str:
+        _, script, *args = shlex.split(command)
+        argv = [sys.executable, str(ROOT / script), *args, *extra]
+        result = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return result.stdout
+
+    assert "1,000,000 tokens" in run(data)
+    plan = run(train, "--max-steps", "2", "--hellaswag-every", "0")
+    assert "run: 2 steps" in plan and (tmp_path / "log_mini" / "model_00002.pt").is_file()
+    config = train_gpt2.parse_config(shlex.split(train)[2:])
+    assert config.max_steps * config.total_batch_size <= 900_000  # the 200 steps of the README read it once

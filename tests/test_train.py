@@ -1,8 +1,11 @@
 """train_gpt2.py on the CPU: learning, schedule, loader, DDP against one process, resume against an
 uninterrupted run, compile, and bad input."""
 
+import json
 import math
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,14 +20,32 @@ import torch
 import train_gpt2
 from conftest import ROOT
 from gpt2 import GPT, load_checkpoint, load_model, preset_config
-from train_gpt2 import TokenStream, TrainLoader, learning_rate, train_step
+from runtime import Runtime
+from train_gpt2 import DataLoader, learning_rate, train_step
 
 TRAIN = str(ROOT / "train_gpt2.py")
+CPU = torch.device("cpu")
 # 1024-token steps of a tiny model: 4 micro-steps of 4 x 64 tokens in one process, 2 in each of two.
 TINY = [
-    "--model", "tiny", "--device", "cpu", "--total-batch-size", "1024", "--micro-batch-size", "4",
-    "--seq-len", "64", "--max-lr", "3e-3", "--val-tokens", "1024", "--hellaswag-every", "0", "--sample-every", "0",
-]  # fmt: skip
+    "--model",
+    "tiny",
+    "--device",
+    "cpu",
+    "--total-batch-size",
+    "1024",
+    "--micro-batch-size",
+    "4",
+    "--seq-len",
+    "64",
+    "--max-lr",
+    "3e-3",
+    "--val-tokens",
+    "1024",
+    "--hellaswag-every",
+    "0",
+    "--sample-every",
+    "0",
+]
 
 
 def torchrun(nproc: int, *extra: str) -> list[str]:
@@ -73,23 +94,42 @@ def test_learning_rate_schedule():
     assert lr(19073) == pytest.approx(6e-5)
     assert lr(30000) == pytest.approx(6e-5)
     steps = [lr(s) for s in range(715, 19074, 97)]
-    assert all(a >= b for a, b in zip(steps, steps[1:]))
+    assert all(a >= b for a, b in zip(steps, steps[1:], strict=False))
 
 
-def test_default_warmup_is_the_reference_fraction_of_the_run(fineweb_shards):
-    config = train_gpt2.parse_config(["--data-dir", str(fineweb_shards), "--hellaswag-every", "0"])
-    plan = train_gpt2.make_plan(config, world_size=8, device=torch.device("cpu"))
-    assert (plan.max_steps, plan.warmup_steps, plan.grad_accum_steps) == (19073, 715, 1)
-    assert plan.min_lr == pytest.approx(6e-5)
+def test_defaults_are_resolved_from_the_data_the_device_and_the_world_size(fineweb_shards):
+    config = train_gpt2.parse_config(["--data-dir", str(fineweb_shards), "--micro-batch-size", "8"])
+    resolved = train_gpt2.resolve_config(config, world_size=64, device=torch.device("cpu"))
+    assert (resolved.max_steps, resolved.warmup_steps, resolved.hellaswag_every, resolved.sample_every) == (
+        19073,
+        715,
+        250,
+        250,
+    )
+    assert (resolved.dtype, resolved.compile, resolved.val_tokens) == ("fp32", False, 16_000 // 1024 * 1024)
     config = train_gpt2.parse_config(
-        ["--data-dir", str(fineweb_shards), "--max-steps", "auto", "--total-batch-size", "1024", "--seq-len", "64",
-         "--micro-batch-size", "4", "--hellaswag-every", "0"]
-    )  # fmt: skip
-    plan = train_gpt2.make_plan(config, world_size=1, device=torch.device("cpu"))
-    train_tokens = 4 * 16_000
-    assert plan.max_steps == train_tokens // 1024
-    assert plan.warmup_steps == round(plan.max_steps * 715 / 19073)
-    assert plan.epochs == pytest.approx(plan.max_steps * 1024 / train_tokens)
+        [
+            "--data-dir",
+            str(fineweb_shards),
+            "--max-steps",
+            "auto",
+            "--total-batch-size",
+            "1024",
+            "--seq-len",
+            "64",
+            "--micro-batch-size",
+            "4",
+            "--hellaswag-every",
+            "0",
+            "--dtype",
+            "bf16",
+            "--compile",
+        ]
+    )
+    resolved = train_gpt2.resolve_config(config, world_size=1, device=torch.device("cpu"))
+    assert resolved.max_steps == 4 * 16_000 // 1024
+    assert resolved.warmup_steps == round(resolved.max_steps * 715 / 19073)
+    assert (resolved.hellaswag_every, resolved.dtype, resolved.compile) == (0, "bf16", True)  # what was asked for stays
 
 
 def test_gradient_accumulation_equals_the_big_batch():
@@ -101,9 +141,8 @@ def test_gradient_accumulation_equals_the_big_batch():
         torch.manual_seed(1)
         model = GPT(preset_config("tiny"))
         optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
-        batches = iter([(x[i : i + micro_batch], y[i : i + micro_batch]) for i in range(0, 8, micro_batch)])
-        loss, _ = train_step(model, optimizer, lambda: next(batches), 8 // micro_batch, 1e-3, 0.0,
-                             torch.device("cpu"), torch.float32)  # fmt: skip
+        batches = [(x[i : i + micro_batch], y[i : i + micro_batch]) for i in range(0, 8, micro_batch)]
+        loss, _ = train_step(model, optimizer, batches, 1e-3, 0.0, torch.float32)
         return loss.item(), {name: p.grad for name, p in model.named_parameters()}
 
     big_loss, big = one_step(8)
@@ -114,15 +153,12 @@ def test_gradient_accumulation_equals_the_big_batch():
 
 
 def test_a_single_batch_is_overfit(fineweb_shards):
-    tokens = torch.from_numpy(TokenStream([np.load(p) for p in sorted(fineweb_shards.glob("*train*.npy"))]).read(0, 65))
+    tokens = torch.from_numpy(DataLoader(str(fineweb_shards), "train", 1, 64).read(0, 0, 65))
     x, y = tokens[:-1].view(1, 64), tokens[1:].view(1, 64)
     torch.manual_seed(0)
     model = GPT(preset_config("tiny"))
     optimizer = model.configure_optimizers(0.0, 3e-3, verbose=False)
-    losses = [
-        train_step(model, optimizer, lambda: (x, y), 1, 3e-3, 1.0, torch.device("cpu"), torch.float32)[0].item()
-        for _ in range(150)
-    ]
+    losses = [train_step(model, optimizer, [(x, y)], 3e-3, 1.0, torch.float32)[0].item() for _ in range(150)]
     assert losses[0] > 10
     assert losses[-1] < 0.05
 
@@ -142,11 +178,11 @@ def make_shards(directory: Path, lengths: list[int]) -> list[np.ndarray]:
 
 def test_loader_ranks_read_disjoint_data_and_every_token_once_per_epoch(tmp_path):
     make_shards(tmp_path / "d", [1000, 37, 1267, 256])  # 2560 tokens = 5 micro-steps of 2 ranks x 4 x 64
-    loaders = [TrainLoader(str(tmp_path / "d"), 4, 64, rank, 2, torch.device("cpu")) for rank in range(2)]
+    loaders = [DataLoader(str(tmp_path / "d"), "train", 4, 64, rank, 2) for rank in range(2)]
     seen = {0: [], 1: []}
     for _ in range(5):
         for rank, loader in enumerate(loaders):
-            x, y = loader.next_batch()
+            x, y = loader.next_batch(torch.device("cpu"))
             assert x.shape == y.shape == (4, 64) and x.dtype == torch.long
             assert torch.equal(y.flatten()[:-1], x.flatten()[1:])  # targets are the next tokens
             seen[rank].append(x.flatten())
@@ -154,26 +190,26 @@ def test_loader_ranks_read_disjoint_data_and_every_token_once_per_epoch(tmp_path
     assert not set(rank0.tolist()) & set(rank1.tolist())
     assert sorted(torch.cat([rank0, rank1]).tolist()) == list(range(2560))  # across all shard ends
     assert loaders[0].state_dict() == {"epoch": 1, "position": 0, "epoch_tokens": 2560}
-    x, _ = loaders[0].next_batch()
+    x, _ = loaders[0].next_batch(torch.device("cpu"))
     assert x[0, 0] == 0  # the second epoch starts over
 
 
 def test_loader_wraps_across_epochs_and_resumes_from_its_state(tmp_path):
     make_shards(tmp_path / "d", [300, 200])
-    loader = TrainLoader(str(tmp_path / "d"), 2, 64, 0, 1, torch.device("cpu"))
-    stream = [loader.next_batch()[0].flatten() for _ in range(7)]  # 896 tokens: into the second epoch
+    loader = DataLoader(str(tmp_path / "d"), "train", 2, 64)
+    stream = [loader.next_batch(CPU)[0].flatten() for _ in range(7)]  # 896 tokens: into the second epoch
     assert torch.cat(stream).tolist() == (list(range(500)) + list(range(500)))[:896]
-    resumed = TrainLoader(str(tmp_path / "d"), 2, 64, 0, 1, torch.device("cpu"))
+    resumed = DataLoader(str(tmp_path / "d"), "train", 2, 64)
     resumed.load_state_dict(loader.state_dict())
-    assert torch.equal(resumed.next_batch()[0], loader.next_batch()[0])
+    assert torch.equal(resumed.next_batch(CPU)[0], loader.next_batch(CPU)[0])
 
 
 def test_loader_shuffle_is_seeded_and_changes_every_epoch(tmp_path):
     make_shards(tmp_path / "d", [128] * 8)
 
     def epoch_orders(seed):
-        loader = TrainLoader(str(tmp_path / "d"), 1, 128, 0, 1, torch.device("cpu"), shuffle_seed=seed)
-        return [[int(loader.next_batch()[0][0, 0]) // 128 for _ in range(8)] for _ in range(3)]
+        loader = DataLoader(str(tmp_path / "d"), "train", 1, 128, shuffle_seed=seed)
+        return [[int(loader.next_batch(CPU)[0][0, 0]) // 128 for _ in range(8)] for _ in range(3)]
 
     orders = epoch_orders(1337)
     assert orders == epoch_orders(1337)
@@ -186,8 +222,19 @@ def test_loader_shuffle_is_seeded_and_changes_every_epoch(tmp_path):
 
 
 def test_tiny_model_learns_on_real_text(fineweb_shards, tmp_path, capsys):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--max-steps", "40",
-            "--eval-every", "20", "--val-tokens", "4096"]  # fmt: skip
+    args = [
+        *TINY,
+        "--data-dir",
+        str(fineweb_shards),
+        "--log-dir",
+        str(tmp_path / "log"),
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--val-tokens",
+        "4096",
+    ]
     assert train_gpt2.main(args) == 0
     log = read_log(tmp_path / "log")
     first, last = log[0, "train"], np.mean([log[s, "train"] for s in range(35, 40)])
@@ -207,11 +254,27 @@ def test_checkpoint_loads_safely_and_samples(fineweb_shards, tmp_path):
     assert raw["train_config"]["total_batch_size"] == 1024
     model = load_model(str(path))
     assert model.lm_head.weight is model.transformer.wte.weight
-    torch.testing.assert_close(model.state_dict()["transformer.h.0.attn.c_attn.weight"], raw["model"]["transformer.h.0.attn.c_attn.weight"])
+    torch.testing.assert_close(
+        model.state_dict()["transformer.h.0.attn.c_attn.weight"], raw["model"]["transformer.h.0.attn.c_attn.weight"]
+    )
     result = subprocess.run(
-        [sys.executable, str(ROOT / "gpt2.py"), "--init-from", str(path), "--num-samples", "2", "--max-new-tokens", "8",
-         "--device", "cpu"], capture_output=True, text=True, timeout=120, env=_env(),
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "gpt2.py"),
+            "--init-from",
+            str(path),
+            "--num-samples",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Hello, I'm a language model,") == 2
 
@@ -220,8 +283,21 @@ def test_checkpoint_loads_safely_and_samples(fineweb_shards, tmp_path):
 def reference_run(fineweb_shards, tmp_path_factory):
     """An uninterrupted 12-step run in one process (4 micro-steps per step), evaluated every 4 steps."""
     log_dir = tmp_path_factory.mktemp("reference")
-    run_train([*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(log_dir), "--max-steps", "12",
-               "--eval-every", "4", "--checkpoint-every", "3"])  # fmt: skip
+    run_train(
+        [
+            *TINY,
+            "--data-dir",
+            str(fineweb_shards),
+            "--log-dir",
+            str(log_dir),
+            "--max-steps",
+            "12",
+            "--eval-every",
+            "4",
+            "--checkpoint-every",
+            "3",
+        ]
+    )
     return log_dir
 
 
@@ -268,14 +344,18 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(fineweb_shards, refe
     assert "stopped by a signal" in out
     stopped_at = max(int(p.stem.split("_")[1]) for p in tmp_path.glob("model_*.pt"))
     assert 5 <= stopped_at < 12
-    run_train(args)
+    # The message gives the command that resumes: this one, with any --resume taken out (auto is the default).
+    command = out.split("to resume, run:\n")[1].strip()
+    assert command == "python " + shlex.join([os.path.relpath(TRAIN), *args])
+    result = subprocess.run([sys.executable, *shlex.split(command)[1:]], capture_output=True, text=True, env=_env())
+    assert result.returncode == 0 and f"resumed from {tmp_path / f'model_{stopped_at:05d}.pt'}" in result.stdout
     assert_same_run(tmp_path, reference_run, exact=True)
 
 
 def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(fineweb_shards, reference_run, tmp_path):
     args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
     result = run_train(args, launcher=torchrun(2, "--standalone"))
-    assert "2 processes x 2 accumulation steps" in result.stdout
+    assert "2 accumulation steps x world size 2" in result.stdout
     assert result.stdout.count("saved") == 4  # only rank 0 prints and writes
     assert_same_run(tmp_path, reference_run, exact=False)  # includes the val losses: any world size
 
@@ -285,15 +365,21 @@ def test_two_nodes_on_loopback_train_like_one_node_of_two(fineweb_shards, refere
     port = free_port()
     nodes = [
         subprocess.Popen(
-            [*torchrun(1, "--nnodes=2", f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}"),
-             TRAIN, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-        )  # fmt: skip
+            [
+                *torchrun(1, "--nnodes=2", f"--node_rank={rank}", "--master_addr=127.0.0.1", f"--master_port={port}"),
+                TRAIN,
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(),
+        )
         for rank in range(2)
     ]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs
-    assert "2 processes x 2 accumulation steps" in outputs[0]
+    assert "2 accumulation steps x world size 2" in outputs[0]
     assert_same_run(tmp_path, reference_run, exact=False)
 
 
@@ -311,9 +397,24 @@ def test_compiled_run_trains_evaluates_and_samples_without_recompiling(
         return validation_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_gpt2, "validation_loss", counting_validation_loss)
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "6", "--compile",
-            "--eval-every", "2", "--hellaswag-every", "2", "--sample-every", "2",
-            "--hellaswag-data-dir", str(hellaswag_dir)]  # fmt: skip
+    args = [
+        *TINY,
+        "--data-dir",
+        str(fineweb_shards),
+        "--log-dir",
+        str(tmp_path),
+        "--max-steps",
+        "6",
+        "--compile",
+        "--eval-every",
+        "2",
+        "--hellaswag-every",
+        "2",
+        "--sample-every",
+        "2",
+        "--hellaswag-data-dir",
+        str(hellaswag_dir),
+    ]
     assert train_gpt2.main(args) == 0
     log = read_log(tmp_path)
     assert {(s, kind) for s in (0, 2, 4, 6) for kind in ("val", "hella")} <= log.keys()
@@ -352,7 +453,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(fineweb_sha
         (["--max-lr", "-1"], "--max-lr must be positive"),
         (["--micro-batch-size", "0"], "--micro-batch-size must be positive"),
         (["--min-lr-ratio", "2"], "--min-lr-ratio must lie in [0, 1]"),
-        (["--dtype", "fp16"], "--dtype fp16: choose one of bf16, fp32"),
+        (["--dtype", "fp16"], "--dtype fp16: choose one of auto, bf16, fp32"),
         (["--resume", "nowhere.pt"], "no such checkpoint file"),
         (["--hellaswag-every", "5", "--hellaswag-data-dir", "/nonexistent/hs"], "--hellaswag-every 0"),
         (["--device", "cuda"], "CUDA is not available"),
@@ -409,3 +510,190 @@ def test_defaults_are_the_reference_run():
     assert (config.weight_decay, config.beta1, config.beta2, config.grad_clip) == (0.1, 0.9, 0.95, 1.0)
     assert (config.vocab_size, config.model, config.eval_every, config.val_tokens) == (50304, "gpt2", 250, 10485760)
     assert (config.checkpoint_every, config.seed, config.shuffle) == (5000, 1337, False)
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints fail safe, one run per log dir
+
+
+class MetaGPT(GPT):
+    """The model built on the meta device (shapes only), which stands in for a GPU here."""
+
+    def __init__(self, config):
+        with torch.device("meta"):
+            super().__init__(config)
+
+    def to(self, device):
+        return self
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter:UserWarning")
+def test_checkpoints_load_onto_the_cpu_whatever_the_device(fineweb_shards, tmp_path, monkeypatch):
+    """On a GPU, resuming once loaded the checkpoint onto the GPU, and set_rng_state refused the saved
+    CPU RNG state. A resume that loads tensors onto the run's device fails on the meta device too."""
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "2"]
+    assert train_gpt2.main(args) == 0
+    config = train_gpt2.resolve_config(train_gpt2.parse_config(args), 1, CPU)
+    monkeypatch.setattr(train_gpt2, "GPT", MetaGPT)
+    trainer = train_gpt2.Trainer(config, Runtime(device=torch.device("meta")), [tmp_path / "model_00002.pt"])
+    assert trainer.start_step == 2
+    assert torch.equal(torch.get_rng_state(), load_checkpoint(tmp_path / "model_00002.pt")["rng"]["torch"])
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_an_unreadable_checkpoint_is_a_one_line_error(fineweb_shards, tmp_path, damage):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--max-steps", "2"]
+    run_train(args)
+    bad = tmp_path / "bad.pt"
+    if damage == "garbage":
+        bad.write_bytes(b"this is not a checkpoint" * 100)
+    else:
+        bad.write_bytes((tmp_path / "log" / "model_00002.pt").read_bytes())
+        truncate(bad)
+    result = subprocess.run(
+        [sys.executable, TRAIN, *args, "--resume", str(bad)], capture_output=True, text=True, env=_env()
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and "--resume" in errors[0]
+    assert "Traceback" not in result.stderr and "weights_only" not in result.stderr + result.stdout
+
+
+def test_resume_auto_passes_over_an_unreadable_newest_checkpoint(fineweb_shards, reference_run, tmp_path):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    run_train([*args[:-6], "--max-steps", "12", "--eval-every", "4", "--checkpoint-every", "3"])
+    for step in (6, 9, 12):
+        (tmp_path / f"model_{step:05d}.pt").unlink()
+    (tmp_path / "model_00009.pt").write_bytes((tmp_path / "model_00003.pt").read_bytes())
+    truncate(tmp_path / "model_00009.pt")  # the newest, cut off by a full disk or a killed copy
+    with (tmp_path / "log.txt").open("a") as f:
+        f.write("\n# a note written by hand\n")  # lines that are not "{step} {kind} {value}"
+    result = run_train(args)
+    assert "warning:" in result.stdout and "model_00009.pt is not a readable checkpoint" in result.stdout
+    assert f"resumed from {tmp_path / 'model_00003.pt'} at step 3" in result.stdout
+    assert_same_run(tmp_path, reference_run, exact=True)
+
+
+def test_resume_none_refuses_a_log_dir_that_holds_checkpoints(fineweb_shards, tmp_path, capsys):
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "1"]
+    assert train_gpt2.main(args) == 0
+    capsys.readouterr()
+    assert train_gpt2.main([*args, "--resume", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "model_00001.pt" in err and "another --log-dir" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "model_00001.pt"]
+
+
+# ----------------------------------------------------------------------------------------------
+# training trusts no broken data directory
+
+
+@pytest.fixture
+def shard_copy(fineweb_shards, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(fineweb_shards, copy)
+    return copy
+
+
+def refused(data_dir, capsys, *extra) -> str:
+    args = [*TINY, "--data-dir", str(data_dir), "--log-dir", str(data_dir.parent / "log"), "--max-steps", "2", *extra]
+    assert train_gpt2.main(args) == 2
+    return capsys.readouterr().err
+
+
+def test_an_incomplete_data_dir_is_refused(shard_copy, capsys):
+    manifest = json.loads((shard_copy / "manifest.json").read_text())
+    manifest["complete"] = False
+    (shard_copy / "manifest.json").write_text(json.dumps(manifest))
+    err = refused(shard_copy, capsys)
+    assert "incomplete" in err and str(shard_copy) in err and "fineweb.py" in err
+
+
+def test_a_shard_shorter_than_the_manifest_says_is_refused(shard_copy, capsys):
+    shard = shard_copy / "edufineweb_train_000003.npy"
+    np.save(shard, np.load(shard)[:-10])
+    err = refused(shard_copy, capsys)
+    assert str(shard) in err and "15,990" in err
+
+
+def test_a_shard_with_a_token_outside_the_vocabulary_is_refused_by_name(shard_copy, capsys):
+    shard = shard_copy / "edufineweb_train_000001.npy"
+    tokens = np.load(shard)
+    tokens[100] = 60000
+    np.save(shard, tokens)
+    err = refused(shard_copy, capsys, "--eval-every", "0")
+    assert str(shard) in err and "60000" in err and "Traceback" not in err
+
+
+def test_hand_made_shards_train_with_one_warning(shard_copy, tmp_path, capsys):
+    (shard_copy / "manifest.json").unlink()
+    args = [*TINY, "--data-dir", str(shard_copy), "--log-dir", str(tmp_path / "log"), "--max-steps", "1"]
+    assert train_gpt2.main(args) == 0
+    assert capsys.readouterr().err.count("no manifest") == 1
+
+
+def test_the_reference_run_on_a_cpu_points_to_the_quick_start(fineweb_shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_gpt2.main(["--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log")]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and "quick start" in err and "--model tiny" in err
+    assert not (tmp_path / "log").exists()
+
+
+def test_an_interval_of_zero_turns_an_evaluation_off(fineweb_shards, tmp_path, capsys):
+    args = [
+        *TINY,
+        "--data-dir",
+        str(fineweb_shards),
+        "--log-dir",
+        str(tmp_path),
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "0",
+    ]
+    assert train_gpt2.main(args) == 0
+    assert {kind for _, kind in read_log(tmp_path)} == {"train"}
+    assert "eval: val loss off, HellaSwag off, samples off" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights & Biases (offline)
+
+
+def test_wandb_logs_offline_and_a_resumed_run_continues_the_same_run(fineweb_shards, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = [
+        *TINY,
+        "--data-dir",
+        str(fineweb_shards),
+        "--log-dir",
+        str(tmp_path / "log"),
+        "--eval-every",
+        "2",
+        "--wandb-project",
+        "gpt2-test",
+        "--wandb-run-name",
+        "tiny",
+    ]
+    assert train_gpt2.main([*args, "--max-steps", "2"]) == 0
+    assert train_gpt2.main([*args, "--max-steps", "4"]) == 0
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(list(run.glob("*.wandb")) for run in runs)
+    run_id = load_checkpoint(tmp_path / "log" / "model_00004.pt")["wandb_run_id"]
+    assert run_id and all(run.name.endswith(f"-{run_id}") for run in runs)  # one W&B run, resumed
+
+
+def test_wandb_without_the_package_fails_at_once(fineweb_shards, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train_gpt2.importlib.util, "find_spec", lambda name: None)
+    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--wandb-project", "p"]
+    assert train_gpt2.main(args) == 2
+    assert "pip install wandb" in capsys.readouterr().err
+    assert not (tmp_path / "log").exists()
