@@ -97,11 +97,13 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     dtype = torch.bfloat16 if rung.bf16 else torch.float32
     tokens = torch.randint(0, 50257, (args.micro_batch_size, args.seq_len + 1), device=device)
     batch = (tokens[:, :-1], tokens[:, 1:])
+
     # Before flash attention, attention is the explicit computation: SDPA's math backend runs exactly that.
-    attention = contextlib.nullcontext() if rung.flash_attention else sdpa_kernel(SDPBackend.MATH)
+    def attention() -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if rung.flash_attention else sdpa_kernel(SDPBackend.MATH)
 
     def step() -> None:
-        with attention:
+        with attention():
             loss, _ = train_step(step_model, optimizer, [batch], 6e-4, 1.0, dtype)
         loss.item()  # waits for the device
 

@@ -1,39 +1,28 @@
-"""
-FineWeb-Edu -> GPT-2 tokens, in uint16 shards that train_gpt2.py reads.
+"""FineWeb-Edu -> GPT-2 tokens, in uint16 shards that train_gpt2.py reads.
 
-Streams a Hugging Face dataset (default HuggingFaceFW/fineweb-edu, config sample-10BT) or local
-files through tiktoken's gpt2 encoding. Every document becomes <|endoftext|> followed by
-encode_ordinary(text); the token stream runs on across shard boundaries, so the shards laid end to
-end are exactly the documents laid end to end. Shard 0 is the validation shard:
-
-    edu_fineweb10B/edufineweb_val_000000.npy      np.save format, 1-D uint16
-    edu_fineweb10B/edufineweb_train_000001.npy    ...
-    edu_fineweb10B/manifest.json                  settings, input files, per shard: tokens, checksum, end
-
-Run it:
+Streams a Hugging Face dataset (default HuggingFaceFW/fineweb-edu, config sample-10BT) or local files
+through tiktoken's gpt2 encoding: every document becomes <|endoftext|> + encode_ordinary(text), and the
+token stream runs on across shard ends, so the shards laid end to end are the documents laid end to end.
+Shard 0 (edufineweb_val_000000.npy) is the validation shard; manifest.json records the settings, the
+input's files, and per shard its tokens, documents, checksum and where in the input it ends.
 
     python fineweb.py                                   # 100M tokens in 10M-token shards
     python fineweb.py --tokens 10B --shard-size 100M    # the reference layout: 100 shards
     python fineweb.py --data-files 'corpus/*.parquet' --tokens 500K --shard-size 100K
     python fineweb.py --verify edu_fineweb10B           # check every shard against the manifest
 
-How: the input is cut into units of work, a parquet row group (FineWeb-Edu's files hold hundreds) or
-a whole file of another kind (jsonl, json, csv; a .txt file is one document). Unit k goes to worker
-k mod N, which reads it itself (pyarrow fetches just that row group's text column, from disk or from
-the hub through fsspec: streaming stays streaming; other kinds go through their `datasets` builder),
-tokenizes it and sends the tokens back, DOCS_PER_CHUNK documents at a time. The main process puts the
-chunks in unit order into the shard buffer and writes each full shard; it never touches text. Why:
-when it read the input and passed each document through itself, it spent 4 s of CPU per 100M tokens
-and capped a run near 20M tokens/s on any number of cores; now it spends under 1 s (BENCHMARKS.md).
-A jsonl or csv file is one unit, read by one worker: split a big one, or make it parquet.
+How: the input is cut into units of work, a parquet row group (FineWeb-Edu's files hold hundreds) or a
+whole jsonl, json, csv or txt file (a .txt file is one document). Unit k goes to worker k mod N, which
+reads it itself (pyarrow fetches only that row group's text column, from disk or from the hub through
+fsspec: nothing is downloaded up front), tokenizes it and sends the tokens back DOCS_PER_CHUNK documents
+at a time. The main process copies the chunks, in unit order, into the shard buffer and writes full
+shards; it never touches text. When it read every document and passed it to a worker itself, it spent
+4 s of CPU per 100M tokens and capped a run near 20M tokens/s on any number of cores (BENCHMARKS.md).
 
-Memory is bounded by design, whatever the worker count and the input: the main process holds one
-shard buffer (2 bytes x --shard-size: 200 MB at 100M) and one chunk, plus 130 MB of libraries; each
-worker, the text it reads and at most CHUNKS_AHEAD + 2 chunks: 170 MB with the tokenizer and the
-libraries (310 MB when it reads json or csv, through `datasets`).
-
-A rerun of the same command after a crash or Ctrl-C keeps the finished shards and continues where
-they end, byte-identical to an uninterrupted run. One run at a time writes a directory.
+Memory is bounded whatever the workers and the input: the main process holds one shard buffer (2 bytes x
+--shard-size) and a chunk; a worker, a chunk of text and at most CHUNKS_AHEAD + 2 chunks of tokens.
+A rerun after a crash or Ctrl-C continues where the finished shards end, byte-identical to an
+uninterrupted run. One run at a time holds an output directory (a lock file in it).
 """
 
 from __future__ import annotations
@@ -80,12 +69,8 @@ CHUNKS_AHEAD = 4  # finished chunks a worker may hold while it waits for its tur
 UNITS_AHEAD = 4  # units handed to each worker before it needs them
 FILE_KINDS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "txt"}
 # kinds a worker reads through a datasets builder, a file per unit (the hub's kind is its builder's name)
-DATASETS_READERS = {
-    "json": ("json", {}),
-    "csv": ("csv", {}),
-    "text": ("text", {}),
-    "txt": ("text", {"sample_by": "document"}),
-}
+DATASETS_READERS = {"json": ("json", {}), "csv": ("csv", {}), "text": ("text", {})}
+DATASETS_READERS["txt"] = ("text", {"sample_by": "document"})
 
 
 class FinewebError(ValueError):
@@ -112,10 +97,11 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no shard directory {data_dir.resolve()}: make it with `python fineweb.py`")
     matches = [(SHARD_FILE.fullmatch(path.name), path) for path in data_dir.iterdir()]
-    if not (shards := sorted((int(m.group(2)), path) for m, path in matches if m and m.group(1) == split)):
+    shards = sorted((int(match.group(2)), path) for match, path in matches if match and match.group(1) == split)
+    if not shards:
+        where = f"(and --output-dir {data_dir} if that is not the default)"
         raise FileNotFoundError(
-            f"no {split} shards in {data_dir.resolve()}: make them with `python fineweb.py`"
-            f" (and --output-dir {data_dir} if that is not the default)"
+            f"no {split} shards in {data_dir.resolve()}: make them with `python fineweb.py` {where}"
         )
     return [path for _, path in shards]
 
@@ -153,20 +139,13 @@ def shard_lengths(data_dir: str | os.PathLike, split: str) -> list[tuple[Path, i
     return [(path, len(open_shard(path))) for path in list_shards(data_dir, split)]
 
 
-MANIFEST_FIELDS = {
-    "format": int,
-    "settings": dict,
-    "input": dict,
-    "complete": bool,
-    "input_exhausted": bool,
-    "shards": list,
-}
-SHARD_FIELDS = {"file": str, "tokens": int, "documents": int, "sha256": str}
-END_FIELDS = {"file": int, "row_group": int, "document": int, "token": int, "tokens_sha256": str}
+MANIFEST_FIELDS = dict(format=int, settings=dict, input=dict, complete=bool, input_exhausted=bool, shards=list)
+SHARD_FIELDS = dict(file=str, tokens=int, documents=int, sha256=str, end=dict)
+END_FIELDS = dict(file=int, row_group=int, document=int, token=int, tokens_sha256=str)
 
 
 def read_manifest(data_dir: str | os.PathLike) -> dict | None:
-    """data_dir's manifest, with every field that fineweb.py relies on checked; None where there is none."""
+    """data_dir's manifest, every field that fineweb.py relies on checked; None where there is none."""
     path = Path(data_dir) / MANIFEST
     if not path.exists():
         return None
@@ -195,20 +174,12 @@ def check_fields(part: Any, fields: dict[str, type]) -> None:
 def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> list[str]:
     """What is wrong with data_dir's shards, against its manifest: files missing, extra or unreadable, token
     counts; with deep, also token ids, document counts and checksums (which read every token)."""
-    problems = (
-        []
-        if manifest["complete"]
-        else [
-            f"{data_dir} is incomplete: its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
-        ]
-    )
+    rerun = "its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
+    problems = [] if manifest["complete"] else [f"{data_dir} is incomplete: {rerun}"]
     listed = [entry["file"] for entry in manifest["shards"]]
     problems += [f"{path}: not in {MANIFEST}" for path in shard_files(data_dir) if path.name not in listed]
-    problems += [
-        f"{MANIFEST}: shard {i} is {name}, not {shard_name(i)}"
-        for i, name in enumerate(listed)
-        if name != shard_name(i)
-    ]
+    misnamed = [(i, name) for i, name in enumerate(listed) if name != shard_name(i)]
+    problems += [f"{MANIFEST}: shard {i} is {name}, not {shard_name(i)}" for i, name in misnamed]
     for entry in manifest["shards"]:
         path = data_dir / entry["file"]
         try:
@@ -302,17 +273,15 @@ class Unit:
 
 
 def local_input(patterns: Iterable[str]) -> dict[str, Any]:
-    """The files the globs match (sorted, so that the output does not depend on the file system) and their kind."""
+    """The files the globs match (sorted, so that the output does not depend on the file system), their kind."""
     files: set[Path] = set()
     for pattern in patterns:
-        if not (
-            matches := [
-                p.resolve() for p in map(Path, glob.glob(os.path.expanduser(pattern), recursive=True)) if p.is_file()
-            ]
-        ):
+        matches = [Path(p).resolve() for p in glob.glob(os.path.expanduser(pattern), recursive=True)]
+        if not (matches := [path for path in matches if path.is_file()]):
             raise FinewebError(f"no file matches --data-files {pattern!r}")
         files.update(matches)
-    if len(suffixes := sorted({f.suffix.lower() for f in files})) > 1:
+    suffixes = sorted({f.suffix.lower() for f in files})
+    if len(suffixes) > 1:
         raise FinewebError(f"--data-files mixes {', '.join(suffixes)} files: give one kind per run")
     if suffixes[0] not in FILE_KINDS:
         kind = suffixes[0] or "extension-less"
@@ -327,16 +296,17 @@ def hub_input(config: ShardingConfig) -> dict[str, Any]:
     try:
         builder = datasets.load_dataset_builder(config.dataset, config.name)
     except (OSError, ValueError) as err:
+        offline = "Without a network, HF_HUB_OFFLINE=1 makes datasets use its local cache"
+        local = "--data-files reads local parquet, jsonl, json, csv or txt files instead"
+        where = f"{config.dataset!r} (--name {config.name!r})"
         raise FinewebError(
-            f"cannot open dataset {config.dataset!r} (--name {config.name!r}): {err}\nCheck the name and the"
-            " network. Without a network, HF_HUB_OFFLINE=1 makes datasets use its local cache; --data-files reads"
-            " local parquet, jsonl, json, csv or txt files instead."
+            f"cannot open dataset {where}: {err}\nCheck the name and the network. {offline}; {local}."
         ) from err
     splits = builder.config.data_files or {}
-    if config.split not in splits or builder.name not in ("parquet", "json", "csv", "text"):
+    if config.split not in splits or builder.name not in DATASETS_READERS.keys() | {"parquet"}:
+        it = f"it is {builder.name}, with splits {', '.join(splits)}"
         raise FinewebError(
-            f"dataset {config.dataset!r} has no parquet, json, csv or text split {config.split!r}"
-            f" (it is {builder.name}, with splits {', '.join(splits)})"
+            f"dataset {config.dataset!r} has no parquet, json, csv or text split {config.split!r} ({it})"
         )
     return {"kind": builder.name, "files": [str(f) for f in splits[config.split]]}
 
@@ -400,9 +370,9 @@ def text_columns(unit: Unit) -> Iterator[pa.Array]:
 
 def require_text_column(unit: Unit, columns: list[str]) -> None:
     if unit.text_column not in columns:
+        choose = "choose one with --text-column"
         raise FinewebError(
-            f"the input has no column {unit.text_column!r}; its columns are: {', '.join(columns)}"
-            " (choose one with --text-column)"
+            f"the input has no column {unit.text_column!r}; its columns are: {', '.join(columns)} ({choose})"
         )
 
 
@@ -410,14 +380,15 @@ def read_unit(unit: Unit) -> Iterator[tuple[int, list[str]]]:
     """The unit's documents from unit.first_document on, in batches: (index in the unit of the first, texts)."""
     first = 0
     for column in text_columns(unit):
-        if (skip := min(max(unit.first_document - first, 0), len(column))) < len(column):
-            texts = column.slice(skip).to_pylist()
-            if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' Json feature: mixed types
-                texts = [None if text is None else json.loads(text) for text in texts]
-            for i, text in enumerate(texts):
-                if not isinstance(text, str):
-                    where = f"{unit}, document {first + skip + i}: column {unit.text_column!r}"
-                    raise FinewebError(f"{where} holds {type(text).__name__}, not text")
+        skip = min(max(unit.first_document - first, 0), len(column))  # documents an earlier run wrote
+        texts = column.slice(skip).to_pylist()
+        if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' Json feature: mixed types
+            texts = [None if text is None else json.loads(text) for text in texts]
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                where = f"{unit}, document {first + skip + i}: column {unit.text_column!r}"
+                raise FinewebError(f"{where} holds {type(text).__name__}, not text")
+        if texts:
             yield first + skip, texts
         first += len(column)
 
@@ -544,7 +515,48 @@ class Tokenizers:
 
 
 # -----------------------------------------------------------------------------
-# the main process: chunks, in order, into the shard buffer; full shards to disk
+# the main process: open the input, tokenize in parallel, fill the shard buffer, write full shards
+
+
+def build_shards(config: ShardingConfig) -> str:
+    """Tokenize the input into shards in config.output_dir, continuing a previous run of the same settings;
+    returns the summary that main() prints."""
+    source = local_input(config.data_files) if config.data_files else None
+    hub = {"dataset": config.dataset, "name": config.name, "split": config.split}
+    settings = {"source": {"data_files": source["files"]} if source else hub, "text_column": config.text_column}
+    settings.update(tokenizer=TOKENIZER, tokens=config.tokens, shard_size=config.shard_size)
+    # the workers start first: forked once the lock is taken, they would hold it too
+    with Tokenizers(config.workers) as tokenizers, output_dir(config, settings) as manifest:
+        shards = f"{config.output_dir}: {len(manifest['shards'])} shards"
+        if manifest["complete"]:
+            return f"{shards} (1 val + {len(manifest['shards']) - 1} train): already complete, nothing to do"
+        if not manifest["shards"]:  # a fresh run lists the input's files; a resumed one reads the same again
+            manifest["input"] = source or hub_input(config)
+        return write_shards(config, manifest, tokenizers)
+
+
+def write_shards(config: ShardingConfig, manifest: dict, tokenizers: Tokenizers) -> str:
+    """Tokenize the input in parallel and fill the shard buffer, from where the manifest's shards end."""
+    writer = ShardWriter(config, manifest)
+    units = work_units(manifest["input"], config.text_column, start=writer.resume_from)
+    written_before, start = sum(entry["tokens"] for entry in manifest["shards"]), time.perf_counter()
+    with tqdm(total=config.tokens, initial=written_before, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
+        for unit, chunk in tokenizers.tokenize_in_order(units):
+            bar.update(writer.add(unit, chunk))
+            if writer.done:
+                break
+        writer.finish()
+    shards, seconds = manifest["shards"], time.perf_counter() - start
+    tokens, documents = sum(entry["tokens"] for entry in shards), sum(entry["documents"] for entry in shards)
+    summary = f"{config.output_dir}: {len(shards)} shards (1 val + {len(shards) - 1} train), {tokens:,} tokens, "
+    summary += f"{documents:,} documents; this run: {tokens - written_before:,} tokens in {seconds:.1f}s "
+    summary += f"({(tokens - written_before) / seconds / 1e6:.2f}M tokens/s)"
+    if manifest["input_exhausted"]:
+        budget = format_token_count(config.tokens)
+        summary += (
+            f"\nthe input ran out after {tokens:,} tokens, before the {budget} budget: all of it is in the shards"
+        )
+    return summary
 
 
 class ShardWriter:
@@ -552,11 +564,9 @@ class ShardWriter:
     arrives, or at the end: so an input too small for a train token leaves no lone val shard behind."""
 
     def __init__(self, config: ShardingConfig, manifest: dict):
-        self.config = config
-        self.manifest = manifest
+        self.config, self.manifest = config, manifest
         self.buffer = np.empty(config.shard_size, dtype=np.uint16)
-        self.filled = 0
-        self.documents = 0  # documents that start in the buffer
+        self.filled = self.documents = 0  # tokens in the buffer, and documents that start there
         self.end: dict | None = None  # where the buffer's last token lies in the input
         # a resumed run re-reads the document the last shard ends in; its first tokens are written already
         self.resume_from: dict | None = manifest["shards"][-1]["end"] if manifest["shards"] else None
@@ -578,8 +588,9 @@ class ShardWriter:
         the tokens taken."""
         ends = np.cumsum(chunk.lengths)
         starts = ends - chunk.lengths
-        pos = self.resume_position(unit, chunk) if self.resume_from else 0
-        taken = 0
+        pos = taken = 0
+        if self.resume_from:
+            pos = self.resume_position(unit, chunk)
         while pos < len(chunk.tokens) and not self.done:
             if self.full:
                 self.write_shard()
@@ -595,20 +606,17 @@ class ShardWriter:
         """Where the unwritten tokens begin in a resumed run's first chunk, once it is sure to be the same input."""
         end, self.resume_from = self.resume_from, None
         if position(unit, chunk, 0, end["token"]) != end:
-            raise FinewebError(
-                f"the input changed since the last shard was written: document {end['document']:,}"
-                f" of {unit} is not the same (use --overwrite to start over)"
-            )
+            changed = f"document {end['document']:,} of {unit} is not the same (use --overwrite to start over)"
+            raise FinewebError(f"the input changed since the last shard was written: {changed}")
         return end["token"]
 
     def write_shard(self) -> None:
         """Write the buffer as the next shard, then the manifest; a crash between the two leaves a shard
         that the manifest does not list, which the next run writes again."""
-        name = shard_name(self.index)
-        path = self.config.output_dir / name
+        path = self.config.output_dir / shard_name(self.index)
         try:
             write_file_atomic(path, lambda f: np.save(f, self.buffer[: self.filled]))
-            entry = {"file": name, "tokens": self.filled, "documents": self.documents, "sha256": file_sha256(path)}
+            entry = {"file": path.name, "tokens": self.filled, "documents": self.documents, "sha256": file_sha256(path)}
             self.manifest["shards"].append({**entry, "end": self.end})
             manifest_json = json.dumps(self.manifest, indent=1).encode()
             try:
@@ -618,10 +626,8 @@ class ShardWriter:
                 path.unlink(missing_ok=True)
                 raise
         except OSError as err:
-            raise FinewebError(
-                f"cannot write {path}: {err}\nThe finished shards and the manifest are intact:"
-                " fix the cause and rerun the same command."
-            ) from err
+            intact = "The finished shards and the manifest are intact: fix the cause and rerun the same command."
+            raise FinewebError(f"cannot write {path}: {err}\n{intact}") from err
         self.filled = self.documents = 0
 
     def finish(self) -> None:
@@ -645,77 +651,9 @@ def position(unit: Unit, chunk: Chunk, document: int, token: int) -> dict[str, A
     """Where in the input a shard ends: `token` tokens (<|endoftext|> included) into the chunk's `document`;
     with a checksum of that document's tokens, by which a resumed run knows it reads the same input."""
     end = int(chunk.lengths[: document + 1].sum())
-    tokens = chunk.tokens[end - int(chunk.lengths[document]) : end]
-    return {
-        "file": unit.file,
-        "row_group": unit.row_group,
-        "document": chunk.first_document + document,
-        "token": token,
-        "tokens_sha256": hashlib.sha256(tokens.tobytes()).hexdigest(),
-    }
-
-
-@dataclass
-class ShardingResult:
-    config: ShardingConfig
-    manifest: dict
-    tokens_written: int = 0  # by this run
-    seconds: float = 0.0
-    already_complete: bool = False
-
-    def __str__(self) -> str:
-        shards = self.manifest["shards"]
-        tokens, documents = sum(e["tokens"] for e in shards), sum(e["documents"] for e in shards)
-        where = f"{self.config.output_dir}: {len(shards)} shards (1 val + {len(shards) - 1} train), {tokens:,} tokens"
-        if self.already_complete:
-            return f"{where}: already complete, nothing to do"
-        rate = self.tokens_written / self.seconds
-        line = (
-            f"{where}, {documents:,} documents; this run: {self.tokens_written:,} tokens"
-            f" in {self.seconds:.1f}s ({rate / 1e6:.2f}M tokens/s)"
-        )
-        if self.manifest["input_exhausted"]:
-            line += (
-                f"\nthe input ran out after {tokens:,} tokens, before the"
-                f" {format_token_count(self.config.tokens)} budget: all of it is in the shards"
-            )
-        return line
-
-
-def build_shards(config: ShardingConfig) -> ShardingResult:
-    """Tokenize the input into shards in config.output_dir, continuing a previous run of the same settings."""
-    source = local_input(config.data_files) if config.data_files else None
-    hub = {"dataset": config.dataset, "name": config.name, "split": config.split}
-    settings = {
-        "source": {"data_files": source["files"]} if source else hub,
-        "text_column": config.text_column,
-        "tokenizer": TOKENIZER,
-        "tokens": config.tokens,
-        "shard_size": config.shard_size,
-    }
-    # the workers start first: forked once the lock is taken, they would hold it too
-    with Tokenizers(config.workers) as tokenizers, output_dir(config, settings) as manifest:
-        if manifest["complete"]:
-            return ShardingResult(config, manifest, already_complete=True)
-        if not manifest["shards"]:  # a fresh run lists the input's files; a resumed one reads the same again
-            manifest["input"] = source or hub_input(config)
-        return write_shards(config, manifest, tokenizers)
-
-
-def write_shards(config: ShardingConfig, manifest: dict, tokenizers: Tokenizers) -> ShardingResult:
-    """Tokenize the input in parallel and fill the shard buffer, from where the manifest's shards end."""
-    writer = ShardWriter(config, manifest)
-    units = work_units(manifest["input"], config.text_column, start=writer.resume_from)
-    written_before = sum(entry["tokens"] for entry in manifest["shards"])
-    start = time.perf_counter()
-    with tqdm(total=config.tokens, initial=written_before, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
-        for unit, chunk in tokenizers.tokenize_in_order(units):
-            bar.update(writer.add(unit, chunk))
-            if writer.done:
-                break
-        writer.finish()
-    written = sum(entry["tokens"] for entry in manifest["shards"]) - written_before
-    return ShardingResult(config, manifest, written, time.perf_counter() - start)
+    checksum = hashlib.sha256(chunk.tokens[end - int(chunk.lengths[document]) : end].tobytes()).hexdigest()
+    where = {"file": unit.file, "row_group": unit.row_group, "document": chunk.first_document + document}
+    return {**where, "token": token, "tokens_sha256": checksum}
 
 
 # -----------------------------------------------------------------------------
@@ -766,22 +704,13 @@ def prepare_output_dir(config: ShardingConfig, settings: dict) -> dict:
     if (manifest := read_manifest(out)) is None:
         if shard_files(out):
             raise FinewebError(f"{out} holds shards but no {MANIFEST}: use --overwrite to start over")
-        return {
-            "format": MANIFEST_FORMAT,
-            "settings": settings,
-            "complete": False,
-            "input_exhausted": False,
-            "shards": [],
-        }
+        return dict(format=MANIFEST_FORMAT, settings=settings, complete=False, input_exhausted=False, shards=[])
+    old = manifest["settings"]
     if changed := [
-        f"{key}: {manifest['settings'].get(key)!r} there, {value!r} here"
-        for key, value in settings.items()
-        if manifest["settings"].get(key) != value
+        f"{key}: {old.get(key)!r} there, {value!r} here" for key, value in settings.items() if old.get(key) != value
     ]:
-        raise FinewebError(
-            f"{out} was made with other settings ({'; '.join(changed)}): use another --output-dir,"
-            " or --overwrite to start over"
-        )
+        others = "use another --output-dir, or --overwrite to start over"
+        raise FinewebError(f"{out} was made with other settings ({'; '.join(changed)}): {others}")
     for entry in manifest["shards"]:
         if not (out / entry["file"]).is_file():
             raise FinewebError(f"{out / entry['file']} is in the manifest but missing: use --overwrite to start over")
@@ -789,8 +718,9 @@ def prepare_output_dir(config: ShardingConfig, settings: dict) -> dict:
 
 
 def write_file_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same directory, then rename it into place:
-    a crash never leaves a partial file under the final name."""
+    """Write through a temporary file in the same directory, then rename it into place: a crash never leaves
+    a partial file under the final name. (gpt2.atomic_write does the same for the torch side; importing it
+    here would load torch into every tokenizer process.)"""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
         with open(tmp, "wb") as f:
@@ -814,39 +744,22 @@ def file_sha256(path: Path) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = ShardingConfig()
-    parser = argparse.ArgumentParser(
-        description="Tokenize FineWeb-Edu (or local files) with GPT-2's tokenizer into uint16 .npy shards.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--dataset", default=defaults.dataset, help="Hugging Face dataset to stream")
-    add("--name", default=defaults.name, help="dataset config, e.g. sample-10BT or sample-100BT")
-    add("--split", default=defaults.split, help="dataset split")
-    add(
-        "--data-files",
-        nargs="+",
-        metavar="GLOB",
-        default=[],
-        help="read these local parquet, jsonl, json, csv or"
-        " txt files (sorted by path; a .txt file is one document) instead of the Hugging Face dataset",
-    )
-    add("--text-column", default=defaults.text_column, help="column that holds the documents")
-    add("--output-dir", type=Path, default=defaults.output_dir, help="where the shards go (one run at a time)")
-    add(
-        "--tokens",
-        type=parse_token_count,
-        default=format_token_count(defaults.tokens),
-        help="total tokens to write, e.g. 500K, 100M, 10B",
-    )
-    add(
-        "--shard-size",
-        type=parse_token_count,
-        default=format_token_count(defaults.shard_size),
-        help="tokens per shard; shard 0 is the validation shard",
-    )
-    add("--workers", type=int, default=defaults.workers, help="tokenizer processes, each reading its own input")
-    add("--overwrite", action="store_true", help="delete the shards and manifest in --output-dir and start over")
-    add("--verify", type=Path, metavar="DIR", help="check the shards in DIR against its manifest and exit")
+    description = "Tokenize FineWeb-Edu (or local files) with GPT-2's tokenizer into uint16 .npy shards."
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default=defaults.dataset, help="Hugging Face dataset to stream")
+    parser.add_argument("--name", default=defaults.name, help="dataset config, e.g. sample-10BT or sample-100BT")
+    parser.add_argument("--split", default=defaults.split, help="dataset split")
+    local = "local parquet, jsonl, json, csv or txt files (a .txt file is one document) to read instead"
+    parser.add_argument("--data-files", nargs="+", metavar="GLOB", default=[], help=local)
+    parser.add_argument("--text-column", default=defaults.text_column, help="column that holds the documents")
+    parser.add_argument("--output-dir", type=Path, default=defaults.output_dir, help="where the shards go")
+    tokens, shard_size = format_token_count(defaults.tokens), format_token_count(defaults.shard_size)
+    parser.add_argument("--tokens", type=parse_token_count, default=tokens, help="tokens to write, e.g. 500K, 10B")
+    shard = "tokens per shard; shard 0 is the validation shard"
+    parser.add_argument("--shard-size", type=parse_token_count, default=shard_size, help=shard)
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="tokenizer processes")
+    parser.add_argument("--overwrite", action="store_true", help="delete the shards in --output-dir and start over")
+    parser.add_argument("--verify", type=Path, metavar="DIR", help="check DIR's shards against its manifest, exit")
     return parser
 
 
