@@ -37,16 +37,8 @@ def fineweb_shards(tmp_path_factory):
     import fineweb
 
     out = tmp_path_factory.mktemp("shards") / "edu_fineweb"
-    args = [
-        "--data-files",
-        str(require_shared_data(FINEWEB_CSV)),
-        "--output-dir",
-        str(out),
-        "--tokens",
-        "80K",
-        "--shard-size",
-        "16K",
-    ]
+    args = ["--data-files", str(require_shared_data(FINEWEB_CSV)), "--output-dir", str(out), "--tokens", "80K"]
+    args += ["--shard-size", "16K"]
     assert fineweb.main(args) == 0
     return out
 

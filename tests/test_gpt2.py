@@ -683,14 +683,7 @@ def test_cli_samples_from_checkpoint(capsys, tiny_checkpoint, enc):
         str(path),
         "--prompt",
         prompt,
-        "--num-samples",
-        "4",
-        "--max-new-tokens",
-        "8",
-        "--seed",
-        "42",
-        "--device",
-        "cpu",
+        *"--num-samples 4 --max-new-tokens 8 --seed 42 --device cpu".split(),
     ]
     out1, lines = _cli_samples(capsys, argv)
     assert [line.split(":")[0] for line in lines] == [f"sample {i}" for i in range(4)]

@@ -26,26 +26,13 @@ from train_gpt2 import DataLoader, learning_rate, train_step
 TRAIN = str(ROOT / "train_gpt2.py")
 CPU = torch.device("cpu")
 # 1024-token steps of a tiny model: 4 micro-steps of 4 x 64 tokens in one process, 2 in each of two.
-TINY = [
-    "--model",
-    "tiny",
-    "--device",
-    "cpu",
-    "--total-batch-size",
-    "1024",
-    "--micro-batch-size",
-    "4",
-    "--seq-len",
-    "64",
-    "--max-lr",
-    "3e-3",
-    "--val-tokens",
-    "1024",
-    "--hellaswag-every",
-    "0",
-    "--sample-every",
-    "0",
-]
+TINY = "--model tiny --device cpu --total-batch-size 1024 --micro-batch-size 4 --seq-len 64 --max-lr 3e-3".split()
+TINY += "--val-tokens 1024 --hellaswag-every 0 --sample-every 0".split()
+
+
+def tiny(data_dir, log_dir, *flags: str) -> list[str]:
+    """The command line of a tiny run on data_dir's shards, logging to log_dir."""
+    return [*TINY, "--data-dir", str(data_dir), "--log-dir", str(log_dir), *flags]
 
 
 def torchrun(nproc: int, *extra: str) -> list[str]:
@@ -107,24 +94,9 @@ def test_defaults_are_resolved_from_the_data_the_device_and_the_world_size(finew
         250,
     )
     assert (resolved.dtype, resolved.compile, resolved.val_tokens) == ("fp32", False, 16_000 // 1024 * 1024)
+    flags = "--max-steps auto --total-batch-size 1024 --seq-len 64 --micro-batch-size 4 --hellaswag-every 0"
     config = train_gpt2.parse_config(
-        [
-            "--data-dir",
-            str(fineweb_shards),
-            "--max-steps",
-            "auto",
-            "--total-batch-size",
-            "1024",
-            "--seq-len",
-            "64",
-            "--micro-batch-size",
-            "4",
-            "--hellaswag-every",
-            "0",
-            "--dtype",
-            "bf16",
-            "--compile",
-        ]
+        ["--data-dir", str(fineweb_shards), *flags.split(), "--dtype", "bf16", "--compile"]
     )
     resolved = train_gpt2.resolve_config(config, world_size=1, device=torch.device("cpu"))
     assert resolved.max_steps == 4 * 16_000 // 1024
@@ -222,19 +194,7 @@ def test_loader_shuffle_is_seeded_and_changes_every_epoch(tmp_path):
 
 
 def test_tiny_model_learns_on_real_text(fineweb_shards, tmp_path, capsys):
-    args = [
-        *TINY,
-        "--data-dir",
-        str(fineweb_shards),
-        "--log-dir",
-        str(tmp_path / "log"),
-        "--max-steps",
-        "40",
-        "--eval-every",
-        "20",
-        "--val-tokens",
-        "4096",
-    ]
+    args = tiny(fineweb_shards, tmp_path / "log", "--max-steps", "40", "--eval-every", "20", "--val-tokens", "4096")
     assert train_gpt2.main(args) == 0
     log = read_log(tmp_path / "log")
     first, last = log[0, "train"], np.mean([log[s, "train"] for s in range(35, 40)])
@@ -246,7 +206,7 @@ def test_tiny_model_learns_on_real_text(fineweb_shards, tmp_path, capsys):
 
 
 def test_checkpoint_loads_safely_and_samples(fineweb_shards, tmp_path):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "2"]
+    args = tiny(fineweb_shards, tmp_path, "--max-steps", "2")
     assert train_gpt2.main(args) == 0
     path = tmp_path / "model_00002.pt"
     raw = torch.load(path, weights_only=True)  # no code runs when loading
@@ -283,21 +243,7 @@ def test_checkpoint_loads_safely_and_samples(fineweb_shards, tmp_path):
 def reference_run(fineweb_shards, tmp_path_factory):
     """An uninterrupted 12-step run in one process (4 micro-steps per step), evaluated every 4 steps."""
     log_dir = tmp_path_factory.mktemp("reference")
-    run_train(
-        [
-            *TINY,
-            "--data-dir",
-            str(fineweb_shards),
-            "--log-dir",
-            str(log_dir),
-            "--max-steps",
-            "12",
-            "--eval-every",
-            "4",
-            "--checkpoint-every",
-            "3",
-        ]
-    )
+    run_train(tiny(fineweb_shards, log_dir, "--max-steps", "12", "--eval-every", "4", "--checkpoint-every", "3"))
     return log_dir
 
 
@@ -318,7 +264,7 @@ def assert_same_run(log_dir, reference_dir, exact: bool):
 
 
 def test_resume_after_a_kill_matches_the_uninterrupted_run_bitwise(fineweb_shards, reference_run, tmp_path):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
     process = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL, env=_env())
     deadline = time.time() + 120
     while not (tmp_path / "model_00003.pt").exists() and process.poll() is None and time.time() < deadline:
@@ -332,7 +278,7 @@ def test_resume_after_a_kill_matches_the_uninterrupted_run_bitwise(fineweb_shard
 
 
 def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(fineweb_shards, reference_run, tmp_path):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
     process = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.PIPE, text=True, env=_env())
     deadline = time.time() + 120
     while not (tmp_path / "log.txt").exists() or "4 train" not in (tmp_path / "log.txt").read_text():
@@ -353,7 +299,7 @@ def test_sigterm_checkpoints_exits_zero_and_resumes_exactly(fineweb_shards, refe
 
 
 def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(fineweb_shards, reference_run, tmp_path):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
     result = run_train(args, launcher=torchrun(2, "--standalone"))
     assert "2 accumulation steps x world size 2" in result.stdout
     assert result.stdout.count("saved") == 4  # only rank 0 prints and writes
@@ -361,7 +307,7 @@ def test_ddp_two_processes_match_one_process_with_twice_the_accumulation(fineweb
 
 
 def test_two_nodes_on_loopback_train_like_one_node_of_two(fineweb_shards, reference_run, tmp_path):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
+    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
     port = free_port()
     nodes = [
         subprocess.Popen(
@@ -397,24 +343,8 @@ def test_compiled_run_trains_evaluates_and_samples_without_recompiling(
         return validation_loss(*args, **kwargs)
 
     monkeypatch.setattr(train_gpt2, "validation_loss", counting_validation_loss)
-    args = [
-        *TINY,
-        "--data-dir",
-        str(fineweb_shards),
-        "--log-dir",
-        str(tmp_path),
-        "--max-steps",
-        "6",
-        "--compile",
-        "--eval-every",
-        "2",
-        "--hellaswag-every",
-        "2",
-        "--sample-every",
-        "2",
-        "--hellaswag-data-dir",
-        str(hellaswag_dir),
-    ]
+    flags = "--max-steps 6 --compile --eval-every 2 --hellaswag-every 2 --sample-every 2".split()
+    args = tiny(fineweb_shards, tmp_path, *flags, "--hellaswag-data-dir", str(hellaswag_dir))
     assert train_gpt2.main(args) == 0
     log = read_log(tmp_path)
     assert {(s, kind) for s in (0, 2, 4, 6) for kind in ("val", "hella")} <= log.keys()
@@ -432,7 +362,7 @@ def test_compiled_run_trains_evaluates_and_samples_without_recompiling(
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(fineweb_shards, tmp_path, capsys):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--checkpoint-every", "2"]
+    args = tiny(fineweb_shards, tmp_path, "--checkpoint-every", "2")
     assert train_gpt2.main([*args, "--max-steps", "2"]) == 0
     path = tmp_path / "model_00002.pt"
     checkpoint = torch.load(path, weights_only=True)
@@ -460,7 +390,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(fineweb_sha
     ],
 )
 def test_bad_input_is_a_clear_error(fineweb_shards, tmp_path, capsys, extra, message):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--max-steps", "3", *extra]
+    args = tiny(fineweb_shards, tmp_path / "log", "--max-steps", "3", *extra)
     env = {"HF_HUB_OFFLINE": "1"}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
@@ -479,14 +409,14 @@ def test_missing_data_says_to_run_fineweb(tmp_path, capsys):
 
 
 def test_a_checkpoint_of_another_model_is_refused(fineweb_shards, tmp_path, capsys):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "1"]
+    args = tiny(fineweb_shards, tmp_path, "--max-steps", "1")
     assert train_gpt2.main(args) == 0
     assert train_gpt2.main([*args, "--vocab-size", "50257", "--max-steps", "2"]) == 2
     assert "holds a different model" in capsys.readouterr().err
 
 
 def test_resuming_with_other_settings_says_which(fineweb_shards, tmp_path, capsys):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path)]
+    args = tiny(fineweb_shards, tmp_path)
     assert train_gpt2.main([*args, "--max-steps", "1"]) == 0
     capsys.readouterr()
     assert train_gpt2.main([*args, "--max-steps", "2", "--max-lr", "1e-3"]) == 0
@@ -531,7 +461,7 @@ class MetaGPT(GPT):
 def test_checkpoints_load_onto_the_cpu_whatever_the_device(fineweb_shards, tmp_path, monkeypatch):
     """On a GPU, resuming once loaded the checkpoint onto the GPU, and set_rng_state refused the saved
     CPU RNG state. A resume that loads tensors onto the run's device fails on the meta device too."""
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "2"]
+    args = tiny(fineweb_shards, tmp_path, "--max-steps", "2")
     assert train_gpt2.main(args) == 0
     config = train_gpt2.resolve_config(train_gpt2.parse_config(args), 1, CPU)
     monkeypatch.setattr(train_gpt2, "GPT", MetaGPT)
@@ -546,7 +476,7 @@ def truncate(path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_an_unreadable_checkpoint_is_a_one_line_error(fineweb_shards, tmp_path, damage):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--max-steps", "2"]
+    args = tiny(fineweb_shards, tmp_path / "log", "--max-steps", "2")
     run_train(args)
     bad = tmp_path / "bad.pt"
     if damage == "garbage":
@@ -564,12 +494,10 @@ def test_an_unreadable_checkpoint_is_a_one_line_error(fineweb_shards, tmp_path, 
 
 
 def test_resume_auto_passes_over_an_unreadable_newest_checkpoint(fineweb_shards, reference_run, tmp_path):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), *RESUME_ARGS]
-    run_train([*args[:-6], "--max-steps", "12", "--eval-every", "4", "--checkpoint-every", "3"])
-    for step in (6, 9, 12):
-        (tmp_path / f"model_{step:05d}.pt").unlink()
-    (tmp_path / "model_00009.pt").write_bytes((tmp_path / "model_00003.pt").read_bytes())
-    truncate(tmp_path / "model_00009.pt")  # the newest, cut off by a full disk or a killed copy
+    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
+    for name in ("log.txt", "model_00003.pt", "model_00009.pt"):  # a run stopped after step 9 ...
+        shutil.copy(reference_run / name, tmp_path)
+    truncate(tmp_path / "model_00009.pt")  # ... whose newest checkpoint a full disk or a killed copy cut off
     with (tmp_path / "log.txt").open("a") as f:
         f.write("\n# a note written by hand\n")  # lines that are not "{step} {kind} {value}"
     result = run_train(args)
@@ -579,7 +507,7 @@ def test_resume_auto_passes_over_an_unreadable_newest_checkpoint(fineweb_shards,
 
 
 def test_resume_none_refuses_a_log_dir_that_holds_checkpoints(fineweb_shards, tmp_path, capsys):
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path), "--max-steps", "1"]
+    args = tiny(fineweb_shards, tmp_path, "--max-steps", "1")
     assert train_gpt2.main(args) == 0
     capsys.readouterr()
     assert train_gpt2.main([*args, "--resume", "none"]) == 2
@@ -600,7 +528,7 @@ def shard_copy(fineweb_shards, tmp_path):
 
 
 def refused(data_dir, capsys, *extra) -> str:
-    args = [*TINY, "--data-dir", str(data_dir), "--log-dir", str(data_dir.parent / "log"), "--max-steps", "2", *extra]
+    args = tiny(data_dir, data_dir.parent / "log", "--max-steps", "2", *extra)
     assert train_gpt2.main(args) == 2
     return capsys.readouterr().err
 
@@ -631,7 +559,7 @@ def test_a_shard_with_a_token_outside_the_vocabulary_is_refused_by_name(shard_co
 
 def test_hand_made_shards_train_with_one_warning(shard_copy, tmp_path, capsys):
     (shard_copy / "manifest.json").unlink()
-    args = [*TINY, "--data-dir", str(shard_copy), "--log-dir", str(tmp_path / "log"), "--max-steps", "1"]
+    args = tiny(shard_copy, tmp_path / "log", "--max-steps", "1")
     assert train_gpt2.main(args) == 0
     assert capsys.readouterr().err.count("no manifest") == 1
 
@@ -645,17 +573,7 @@ def test_the_reference_run_on_a_cpu_points_to_the_quick_start(fineweb_shards, tm
 
 
 def test_an_interval_of_zero_turns_an_evaluation_off(fineweb_shards, tmp_path, capsys):
-    args = [
-        *TINY,
-        "--data-dir",
-        str(fineweb_shards),
-        "--log-dir",
-        str(tmp_path),
-        "--max-steps",
-        "2",
-        "--eval-every",
-        "0",
-    ]
+    args = tiny(fineweb_shards, tmp_path, "--max-steps", "2", "--eval-every", "0")
     assert train_gpt2.main(args) == 0
     assert {kind for _, kind in read_log(tmp_path)} == {"train"}
     assert "eval: val loss off, HellaSwag off, samples off" in capsys.readouterr().out
@@ -670,19 +588,9 @@ def test_wandb_logs_offline_and_a_resumed_run_continues_the_same_run(fineweb_sha
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
-    args = [
-        *TINY,
-        "--data-dir",
-        str(fineweb_shards),
-        "--log-dir",
-        str(tmp_path / "log"),
-        "--eval-every",
-        "2",
-        "--wandb-project",
-        "gpt2-test",
-        "--wandb-run-name",
-        "tiny",
-    ]
+    args = tiny(
+        fineweb_shards, tmp_path / "log", *"--eval-every 2 --wandb-project gpt2-test --wandb-run-name tiny".split()
+    )
     assert train_gpt2.main([*args, "--max-steps", "2"]) == 0
     assert train_gpt2.main([*args, "--max-steps", "4"]) == 0
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
@@ -693,7 +601,7 @@ def test_wandb_logs_offline_and_a_resumed_run_continues_the_same_run(fineweb_sha
 
 def test_wandb_without_the_package_fails_at_once(fineweb_shards, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(train_gpt2.importlib.util, "find_spec", lambda name: None)
-    args = [*TINY, "--data-dir", str(fineweb_shards), "--log-dir", str(tmp_path / "log"), "--wandb-project", "p"]
+    args = tiny(fineweb_shards, tmp_path / "log", "--wandb-project", "p")
     assert train_gpt2.main(args) == 2
     assert "pip install wandb" in capsys.readouterr().err
     assert not (tmp_path / "log").exists()
