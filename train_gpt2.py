@@ -82,7 +82,9 @@ class TrainConfig:
     val_tokens: int = option(10_485_760, "validation tokens per evaluation, split across processes")
     hellaswag_every: int | None = option(None, "steps between HellaSwag evaluations (default: eval_every)")
     hellaswag_limit: int | None = option(None, "HellaSwag examples per evaluation (default: all 10,042)")
-    hellaswag_data_dir: str | None = option(None, "where hellaswag_val.jsonl is (default: $HELLASWAG_DIR, ./hellaswag)")
+    hellaswag_data_dir: str | None = option(
+        None, "where hellaswag_val.jsonl is (default: $HELLASWAG_DIR, else hellaswag/ beside hellaswag.py)"
+    )
     sample_every: int | None = option(None, "steps between printing 4 samples (default: eval_every)")
     # output
     log_dir: str = option("log", "where log.txt and the checkpoints model_NNNNN.pt go")
@@ -401,8 +403,9 @@ class Trainer:
         if config.hellaswag_every:  # main() downloaded it
             self.hellaswag_file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
         self.start_step, wandb_run_id = self.resume(resume_from) if resume_from else (0, None)
-        num_parameters, train_tokens = self.raw_model.num_parameters(), self.train_loader.epoch_tokens
-        runtime.print0(describe(config, runtime.world_size, num_parameters, train_tokens))
+        runtime.print0(
+            describe(config, runtime.world_size, self.raw_model.num_parameters(), self.train_loader.epoch_tokens)
+        )
         wandb_run = None
         if config.wandb_project and runtime.is_master:  # a resumed run goes on in the same W&B run
             import wandb
