@@ -316,8 +316,8 @@ def resume_candidates(config: TrainConfig) -> list[Path]:
     paths = [path for path in Path(config.log_dir).glob("model_*.pt") if re.fullmatch(r"model_\d+\.pt", path.name)]
     existing = sorted(paths, key=lambda path: int(path.stem.removeprefix("model_")), reverse=True)
     if config.resume == "none" and existing:
-        hint = "give this run another --log-dir, or delete them to start over here"
-        raise ConfigError(f"--resume none, but {config.log_dir} holds checkpoints ({existing[0].name}...): {hint}")
+        names = ", ".join(path.name for path in existing)
+        raise ConfigError(f"--resume none, but {config.log_dir} holds checkpoints ({names}): use another --log-dir")
     if config.resume in ("auto", "none"):
         return existing
     if not Path(config.resume).is_file():
