@@ -204,7 +204,7 @@ def evaluate(
     # No larger than the biggest shard: a short evaluation should not score batches of padding.
     batch_size = min(batch_size, math.ceil(len(labels) / runtime.world_size))
     shard = slice(runtime.rank, None, runtime.world_size)
-    dtype = dtype or default_dtype(runtime.device)
+    dtype = dtype or DTYPES[default_dtype(runtime.device)]
     was_training = model.training
     model.eval()
     with torch.no_grad():

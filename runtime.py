@@ -95,9 +95,9 @@ def stop(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """bf16 autocast where tensor cores make it pay (CUDA); fp32 elsewhere."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def default_dtype(device: torch.device) -> str:
+    """The key in DTYPES to use: bf16 autocast where tensor cores make it pay (CUDA), fp32 elsewhere."""
+    return "bf16" if device.type == "cuda" else "fp32"
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:

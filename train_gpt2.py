@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import fineweb
 import hellaswag
 from gpt2 import GPT, atomic_write, load_checkpoint, preset_config, sample_texts, save_checkpoint
-from runtime import DEVICE_HELP, DTYPES, Runtime, autocast, pick_device, start, stop, torchrun_env
+from runtime import DEVICE_HELP, DTYPES, Runtime, autocast, default_dtype, pick_device, start, stop, torchrun_env
 
 REFERENCE_MAX_STEPS = 19073  # 10B tokens / 524,288 tokens per step
 REFERENCE_WARMUP_STEPS = 715  # 375M tokens, as in the GPT-3 paper
@@ -144,7 +144,7 @@ def resolve_config(config: TrainConfig, world_size: int, device: torch.device) -
         raise ConfigError(f"--dtype {config.dtype}: choose one of auto, {', '.join(DTYPES)}")
     defaults = dict(warmup_steps=round(max_steps * REFERENCE_WARMUP_STEPS / REFERENCE_MAX_STEPS))
     defaults.update(hellaswag_every=config.eval_every, sample_every=config.eval_every)
-    defaults.update(dtype="bf16" if device.type == "cuda" else "fp32", compile=device.type == "cuda")
+    defaults.update(dtype=default_dtype(device), compile=device.type == "cuda")
     resolved = {name: value for name, value in defaults.items() if getattr(config, name) in (None, "auto")}
     val_tokens = min(config.val_tokens, val_tokens) // config.seq_len * config.seq_len
     return replace(config, max_steps=max_steps, val_tokens=val_tokens, **resolved)
@@ -160,31 +160,6 @@ def check_numbers(config: TrainConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be {'positive' if name in positive else 'at least 0'}")
     if not (0 <= config.min_lr_ratio <= 1 and 0 <= config.beta1 < 1 and 0 <= config.beta2 < 1):
         raise ConfigError("--min-lr-ratio must lie in [0, 1], and --beta1 and --beta2 in [0, 1)")
-
-
-def describe(config: TrainConfig, world_size: int, num_parameters: int, train_tokens: int) -> str:
-    """The plan of the run, printed before it starts."""
-    B, T, tokens = config.micro_batch_size, config.seq_len, config.max_steps * config.total_batch_size
-    accumulation, epochs = config.total_batch_size // (B * T * world_size), tokens / train_tokens
-    every = {name: f"every {steps} steps" if (steps := getattr(config, name)) else "off" for name in EVALUATIONS}
-    every["eval_every"] += f" on {config.val_tokens:,} tokens" * (config.eval_every > 0)
-    lines = [
-        f"model: {config.model}, {num_parameters:,} parameters, vocab {config.vocab_size}, {config.dtype}, "
-        f"compile {config.compile}",
-        f"batch: {config.total_batch_size:,} tokens per step = {B} sequences x {T} tokens x {accumulation} "
-        f"accumulation steps x world size {world_size}",
-        f"run: {config.max_steps:,} steps, {tokens:,} tokens, {epochs:.2f} epochs over {train_tokens:,} train tokens",
-        f"lr: {config.max_lr:g} after {config.warmup_steps} warmup steps, then cosine decay to "
-        f"{config.max_lr * config.min_lr_ratio:g}",
-        f"eval: val loss {every['eval_every']}, HellaSwag {every['hellaswag_every']}, samples {every['sample_every']}"
-        " (and after the last step)",
-    ]
-    if epochs >= 2:
-        lines.append(
-            f"warning: the run repeats its train data {epochs:.1f} times; the model will memorise it (tokenize more "
-            "with fineweb.py --tokens, or use --max-steps auto for one pass)"
-        )
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,9 +378,7 @@ class Trainer:
         if config.hellaswag_every:  # main() downloaded it
             self.hellaswag_file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
         self.start_step, wandb_run_id = self.resume(resume_from) if resume_from else (0, None)
-        runtime.print0(
-            describe(config, runtime.world_size, self.raw_model.num_parameters(), self.train_loader.epoch_tokens)
-        )
+        runtime.print0(self.describe())
         wandb_run = None
         if config.wandb_project and runtime.is_master:  # a resumed run goes on in the same W&B run
             import wandb
@@ -417,6 +390,33 @@ class Trainer:
         self.model = torch.compile(self.raw_model) if config.compile else self.raw_model
         device_ids = [device.index] if device.type == "cuda" else None
         self.ddp_model = DDP(self.model, device_ids=device_ids) if runtime.distributed else self.model
+
+    def describe(self) -> str:
+        """The plan of the run, printed before it starts."""
+        config, world_size, accumulation = self.config, self.runtime.world_size, self.grad_accum_steps
+        num_parameters, train_tokens = self.raw_model.num_parameters(), self.train_loader.epoch_tokens
+        B, T, tokens = config.micro_batch_size, config.seq_len, config.max_steps * config.total_batch_size
+        epochs = tokens / train_tokens
+        every = {name: f"every {steps} steps" if (steps := getattr(config, name)) else "off" for name in EVALUATIONS}
+        every["eval_every"] += f" on {config.val_tokens:,} tokens" * (config.eval_every > 0)
+        lines = [
+            f"model: {config.model}, {num_parameters:,} parameters, vocab {config.vocab_size}, {config.dtype}, "
+            f"compile {config.compile}",
+            f"batch: {config.total_batch_size:,} tokens per step = {B} sequences x {T} tokens x {accumulation} "
+            f"accumulation steps x world size {world_size}",
+            f"run: {config.max_steps:,} steps, {tokens:,} tokens, {epochs:.2f} epochs over {train_tokens:,} "
+            "train tokens",
+            f"lr: {config.max_lr:g} after {config.warmup_steps} warmup steps, then cosine decay to "
+            f"{config.max_lr * config.min_lr_ratio:g}",
+            f"eval: val loss {every['eval_every']}, HellaSwag {every['hellaswag_every']}, "
+            f"samples {every['sample_every']} (and after the last step)",
+        ]
+        if epochs >= 2:
+            lines.append(
+                f"warning: the run repeats its train data {epochs:.1f} times; the model will memorise it "
+                "(tokenize more with fineweb.py --tokens, or use --max-steps auto for one pass)"
+            )
+        return "\n".join(lines)
 
     def resume(self, candidates: list[Path]) -> tuple[int, str | None]:
         """Load the first readable checkpoint of candidates; returns its step and W&B run id."""
