@@ -1,31 +1,27 @@
 """FineWeb-Edu -> GPT-2 tokens, in uint16 shards that train_gpt2.py reads.
 
-Streams a Hugging Face dataset (default HuggingFaceFW/fineweb-edu, config sample-10BT) or local files
-through tiktoken's gpt2 encoding: every document becomes <|endoftext|> + encode_ordinary(text), and the
-token stream runs on across shard ends, so the shards laid end to end are the documents laid end to end.
-Shard 0 (edufineweb_val_000000.npy) is the validation shard; manifest.json records the settings, the
-input's files, and per shard its tokens, documents, checksum and where in the input it ends.
+Streams a Hugging Face dataset (default HuggingFaceFW/fineweb-edu, config sample-10BT) or local files through
+tiktoken's gpt2 encoding: each document becomes <|endoftext|> + encode_ordinary(text), and the tokens run on
+across shard ends. Shard 0 (edufineweb_val_000000.npy) is the validation shard. manifest.json records the
+settings, the input's files, and per shard its tokens, documents, checksum and where in the input it ends.
 
     python fineweb.py                                   # 100M tokens in 10M-token shards
     python fineweb.py --tokens 10B --shard-size 100M    # the reference layout: 100 shards
     python fineweb.py --data-files 'corpus/*.parquet' --tokens 500K --shard-size 100K
     python fineweb.py --verify edu_fineweb10B           # check every shard against the manifest
 
-How: the input is cut into units of work, a parquet row group (FineWeb-Edu's files hold hundreds) or a
-whole jsonl, json, csv or txt file (a .txt file is one document). Unit k goes to worker k mod N, which
-reads it itself (pyarrow fetches only that row group's text column, from disk or from the hub through
-fsspec: nothing is downloaded up front), tokenizes it and sends the tokens back DOCS_PER_CHUNK documents
-at a time. The main process copies the chunks, in unit order, into the shard buffer and writes full
-shards; it never touches text. When it read every document and passed it to a worker itself, it spent
-4 s of CPU per 100M tokens and capped a run near 20M tokens/s on any number of cores (BENCHMARKS.md).
-
+How: the input is cut into units, a parquet row group (FineWeb-Edu's files hold hundreds) or a whole jsonl,
+json, csv or txt file (a .txt file is one document). Worker k mod N reads unit k itself (pyarrow fetches only
+that row group's text column, from disk or from the hub through fsspec: nothing is downloaded up front),
+tokenizes it and sends the tokens back DOCS_PER_CHUNK documents at a time. The main process copies the chunks,
+in unit order, into the shard buffer and never touches text: when it read every document and passed it on,
+it spent 4 s of CPU per 100M tokens and capped a run near 20M tokens/s on any number of cores (BENCHMARKS.md).
 Memory is bounded whatever the workers and the input: the main process holds one shard buffer (2 bytes x
 --shard-size) and a chunk; a worker, a chunk of text and at most CHUNKS_AHEAD + 2 chunks of tokens.
-A rerun after a crash or Ctrl-C continues where the finished shards end, byte-identical to an
-uninterrupted run. One run at a time holds an output directory (a lock file in it).
-"""
 
-from __future__ import annotations
+A rerun after a crash or Ctrl-C continues where the finished shards end, byte-identical to an uninterrupted
+run. A lock file lets one run at a time write an output directory.
+"""
 
 import argparse
 import contextlib
@@ -48,20 +44,15 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Self
 
 import numpy as np
 from tqdm import tqdm
 
-if TYPE_CHECKING:  # imported where used, so that `import fineweb` stays cheap for train_gpt2.py
-    import pyarrow as pa
-    import tiktoken
-
-EOT_TOKEN = 50256  # <|endoftext|>: starts every document
-EOT_ARRAY = np.array([EOT_TOKEN], dtype=np.uint32)
+EOT_TOKEN = 50256  # <|endoftext|>: starts every document, and encode_ordinary never gives it
 GPT2_VOCAB_SIZE = 50257
 TOKENIZER = "gpt2"
-SHARD_FILE = re.compile(r"edufineweb_(val|train)_(\d{6})\.npy")
+SHARD_FILE = re.compile(r"edufineweb_(val|train)_\d{6}\.npy")
 MANIFEST, MANIFEST_FORMAT = "manifest.json", 2  # format 2: shards end at a file, row group and document
 LOCK_FILE, TMP_SUFFIX = ".fineweb.lock", ".tmp"
 DOCS_PER_CHUNK = 1024  # documents a worker reads, tokenizes and sends back at a time
@@ -89,6 +80,10 @@ def shard_name(index: int) -> str:
     return f"edufineweb_{'val' if index == 0 else 'train'}_{index:06d}.npy"
 
 
+def shard_files(data_dir: Path) -> list[Path]:
+    return sorted(path for path in data_dir.iterdir() if SHARD_FILE.fullmatch(path.name))  # by split, then index
+
+
 def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     """The shard files of split "train" or "val" in data_dir, in index order."""
     if split not in ("train", "val"):
@@ -96,14 +91,10 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"no shard directory {data_dir.resolve()}: make it with `python fineweb.py`")
-    matches = [(SHARD_FILE.fullmatch(path.name), path) for path in data_dir.iterdir()]
-    shards = sorted((int(match.group(2)), path) for match, path in matches if match and match.group(1) == split)
-    if not shards:
-        where = f"(and --output-dir {data_dir} if that is not the default)"
-        raise FileNotFoundError(
-            f"no {split} shards in {data_dir.resolve()}: make them with `python fineweb.py` {where}"
-        )
-    return [path for _, path in shards]
+    if not (shards := [path for path in shard_files(data_dir) if path.name.startswith(f"edufineweb_{split}_")]):
+        make = f"make them with `python fineweb.py` (and --output-dir {data_dir} if that is not the default)"
+        raise FileNotFoundError(f"no {split} shards in {data_dir.resolve()}: {make}")
+    return shards
 
 
 def damaged(path: str | os.PathLike, problem: str) -> FinewebError:
@@ -155,12 +146,11 @@ def read_manifest(data_dir: str | os.PathLike) -> dict | None:
         for shard in manifest["shards"]:
             check_fields(shard, SHARD_FIELDS)
             check_fields(shard["end"], END_FIELDS)
+        if manifest["format"] != MANIFEST_FORMAT:
+            raise ValueError(f"format {manifest['format']}; this fineweb.py reads and writes {MANIFEST_FORMAT}")
     except (OSError, ValueError, TypeError, KeyError) as err:  # KeyError: a field is missing
         problem = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
         raise FinewebError(f"{path} is malformed ({problem}): rerun fineweb.py with --overwrite to start over") from err
-    if manifest["format"] != MANIFEST_FORMAT:
-        formats = f"format {manifest['format']}, this fineweb.py writes format {MANIFEST_FORMAT}"
-        raise FinewebError(f"{path} is in {formats}: rerun fineweb.py with --overwrite to make the directory again")
     return manifest
 
 
@@ -176,10 +166,8 @@ def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> li
     counts; with deep, also token ids, document counts and checksums (which read every token)."""
     rerun = "its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
     problems = [] if manifest["complete"] else [f"{data_dir} is incomplete: {rerun}"]
-    listed = [entry["file"] for entry in manifest["shards"]]
+    listed = {entry["file"] for entry in manifest["shards"]}
     problems += [f"{path}: not in {MANIFEST}" for path in shard_files(data_dir) if path.name not in listed]
-    misnamed = [(i, name) for i, name in enumerate(listed) if name != shard_name(i)]
-    problems += [f"{MANIFEST}: shard {i} is {name}, not {shard_name(i)}" for i, name in misnamed]
     for entry in manifest["shards"]:
         path = data_dir / entry["file"]
         try:
@@ -191,15 +179,15 @@ def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> li
             problems.append(f"{path}: missing, though {MANIFEST} lists it")
         elif len(tokens) != entry["tokens"]:
             problems.append(f"{path}: {len(tokens):,} tokens, {MANIFEST} says {entry['tokens']:,}")
-        elif deep and (documents := int(np.count_nonzero(tokens == EOT_TOKEN))) != entry["documents"]:
+        elif deep and (documents := count_documents(tokens)) != entry["documents"]:
             problems.append(f"{path}: {documents:,} documents start here, {MANIFEST} says {entry['documents']:,}")
         elif deep and file_sha256(path) != entry["sha256"]:
             problems.append(f"{path}: sha256 differs from the manifest's (the file changed after it was written)")
     return problems
 
 
-def shard_files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.iterdir() if SHARD_FILE.fullmatch(p.name))
+def count_documents(tokens: np.ndarray) -> int:
+    return int(np.count_nonzero(tokens == EOT_TOKEN))
 
 
 # -----------------------------------------------------------------------------
@@ -296,18 +284,13 @@ def hub_input(config: ShardingConfig) -> dict[str, Any]:
     try:
         builder = datasets.load_dataset_builder(config.dataset, config.name)
     except (OSError, ValueError) as err:
-        offline = "Without a network, HF_HUB_OFFLINE=1 makes datasets use its local cache"
-        local = "--data-files reads local parquet, jsonl, json, csv or txt files instead"
-        where = f"{config.dataset!r} (--name {config.name!r})"
-        raise FinewebError(
-            f"cannot open dataset {where}: {err}\nCheck the name and the network. {offline}; {local}."
-        ) from err
+        where = f"{config.dataset!r} (--name {config.name!r}): {err}\nCheck the name and the network"
+        offline = "without one, HF_HUB_OFFLINE=1 makes datasets use its cache, and --data-files reads local files"
+        raise FinewebError(f"cannot open dataset {where}; {offline}.") from err
     splits = builder.config.data_files or {}
     if config.split not in splits or builder.name not in DATASETS_READERS.keys() | {"parquet"}:
-        it = f"it is {builder.name}, with splits {', '.join(splits)}"
-        raise FinewebError(
-            f"dataset {config.dataset!r} has no parquet, json, csv or text split {config.split!r} ({it})"
-        )
+        it = f"({builder.name}, with splits {', '.join(splits)})"
+        raise FinewebError(f"dataset {config.dataset!r} has no parquet, json, csv or text split {config.split!r} {it}")
     return {"kind": builder.name, "files": [str(f) for f in splits[config.split]]}
 
 
@@ -348,13 +331,12 @@ def open_parquet(path: str) -> Any:
     return pq.ParquetFile(open_binary(path))
 
 
-def text_columns(unit: Unit) -> Iterator[pa.Array]:
-    """The unit's text column, DOCS_PER_CHUNK documents at a time."""
+def record_batches(unit: Unit) -> Iterator[Any]:
+    """The unit's rows, DOCS_PER_CHUNK at a time, as pyarrow record batches or tables."""
     if unit.kind == "parquet":
         parquet = open_parquet(unit.path)
-        require_text_column(unit, parquet.schema_arrow.names)
-        batches = parquet.iter_batches(DOCS_PER_CHUNK, [unit.row_group], [unit.text_column], use_threads=False)
-        yield from (batch.column(0) for batch in batches)
+        columns = [unit.text_column] if unit.text_column in parquet.schema_arrow.names else None  # None: all
+        yield from parquet.iter_batches(DOCS_PER_CHUNK, [unit.row_group], columns, use_threads=False)
         return
     import datasets
 
@@ -363,23 +345,17 @@ def text_columns(unit: Unit) -> Iterator[pa.Array]:
         stream = datasets.load_dataset(builder, data_files=[unit.path], split="train", streaming=True, **options)
     except StopIteration:  # datasets' json builder, on an empty file
         return
-    for table in stream.with_format("arrow").iter(batch_size=DOCS_PER_CHUNK):
-        require_text_column(unit, table.column_names)
-        yield table.column(unit.text_column)
-
-
-def require_text_column(unit: Unit, columns: list[str]) -> None:
-    if unit.text_column not in columns:
-        choose = "choose one with --text-column"
-        raise FinewebError(
-            f"the input has no column {unit.text_column!r}; its columns are: {', '.join(columns)} ({choose})"
-        )
+    yield from stream.with_format("arrow").iter(batch_size=DOCS_PER_CHUNK)
 
 
 def read_unit(unit: Unit) -> Iterator[tuple[int, list[str]]]:
     """The unit's documents from unit.first_document on, in batches: (index in the unit of the first, texts)."""
     first = 0
-    for column in text_columns(unit):
+    for batch in record_batches(unit):
+        if unit.text_column not in batch.column_names:
+            columns = f"its columns are: {', '.join(batch.column_names)} (choose one with --text-column)"
+            raise FinewebError(f"the input has no column {unit.text_column!r}; {columns}")
+        column = batch.column(unit.text_column)
         skip = min(max(unit.first_document - first, 0), len(column))  # documents an earlier run wrote
         texts = column.slice(skip).to_pylist()
         if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' Json feature: mixed types
@@ -394,7 +370,7 @@ def read_unit(unit: Unit) -> Iterator[tuple[int, list[str]]]:
 
 
 @cache
-def gpt2_encoding() -> tiktoken.Encoding:
+def gpt2_encoding() -> Any:
     import tiktoken
 
     try:
@@ -406,9 +382,9 @@ def gpt2_encoding() -> tiktoken.Encoding:
 
 def tokenize_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """<|endoftext|> + encode_ordinary(text) for each text, concatenated (uint16), and each one's length."""
-    enc = gpt2_encoding()
+    enc, eot = gpt2_encoding(), np.array([EOT_TOKEN], dtype=np.uint32)
     # encode with no special tokens allowed or disallowed is encode_ordinary; to_numpy skips a list of ints
-    parts = [part for text in texts for part in (EOT_ARRAY, enc.encode_to_numpy(text, disallowed_special=()))]
+    parts = [part for text in texts for part in (eot, enc.encode_to_numpy(text, disallowed_special=()))]
     lengths = np.array([len(p) + 1 for p in parts[1::2]], dtype=np.int64)
     tokens = np.concatenate(parts, dtype=np.uint16, casting="unsafe") if parts else np.empty(0, np.uint16)
     return tokens, lengths
@@ -430,8 +406,6 @@ def tokenizer_process(tasks: multiprocessing.connection.Connection, results: mul
     threading.Thread(target=exit_with_parent, daemon=True).start()
     outbox: queue.Queue = queue.Queue(CHUNKS_AHEAD)
     threading.Thread(target=send_all, args=(outbox, results), daemon=True).start()
-    with contextlib.suppress(FinewebError):  # load it while the main process gets ready; a failure comes again
-        gpt2_encoding()
     while unit := tasks.recv():
         try:
             for first, texts in read_unit(unit):
@@ -490,7 +464,7 @@ class Tokenizers:
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         self.workers = [Worker(context) for _ in range(count)]
 
-    def __enter__(self) -> Tokenizers:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -527,36 +501,19 @@ def build_shards(config: ShardingConfig) -> str:
     settings.update(tokenizer=TOKENIZER, tokens=config.tokens, shard_size=config.shard_size)
     # the workers start first: forked once the lock is taken, they would hold it too
     with Tokenizers(config.workers) as tokenizers, output_dir(config, settings) as manifest:
-        shards = f"{config.output_dir}: {len(manifest['shards'])} shards"
         if manifest["complete"]:
-            return f"{shards} (1 val + {len(manifest['shards']) - 1} train): already complete, nothing to do"
+            return f"{config.output_dir}: {len(manifest['shards'])} shards, already complete: nothing to do"
         if not manifest["shards"]:  # a fresh run lists the input's files; a resumed one reads the same again
             manifest["input"] = source or hub_input(config)
-        return write_shards(config, manifest, tokenizers)
-
-
-def write_shards(config: ShardingConfig, manifest: dict, tokenizers: Tokenizers) -> str:
-    """Tokenize the input in parallel and fill the shard buffer, from where the manifest's shards end."""
-    writer = ShardWriter(config, manifest)
-    units = work_units(manifest["input"], config.text_column, start=writer.resume_from)
-    written_before, start = sum(entry["tokens"] for entry in manifest["shards"]), time.perf_counter()
-    with tqdm(total=config.tokens, initial=written_before, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
-        for unit, chunk in tokenizers.tokenize_in_order(units):
-            bar.update(writer.add(unit, chunk))
-            if writer.done:
-                break
-        writer.finish()
-    shards, seconds = manifest["shards"], time.perf_counter() - start
-    tokens, documents = sum(entry["tokens"] for entry in shards), sum(entry["documents"] for entry in shards)
-    summary = f"{config.output_dir}: {len(shards)} shards (1 val + {len(shards) - 1} train), {tokens:,} tokens, "
-    summary += f"{documents:,} documents; this run: {tokens - written_before:,} tokens in {seconds:.1f}s "
-    summary += f"({(tokens - written_before) / seconds / 1e6:.2f}M tokens/s)"
-    if manifest["input_exhausted"]:
-        budget = format_token_count(config.tokens)
-        summary += (
-            f"\nthe input ran out after {tokens:,} tokens, before the {budget} budget: all of it is in the shards"
-        )
-    return summary
+        writer = ShardWriter(config, manifest)
+        units = work_units(manifest["input"], config.text_column, start=writer.resume_from)
+        with tqdm(total=config.tokens, initial=writer.written, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
+            for unit, chunk in tokenizers.tokenize_in_order(units):
+                bar.update(writer.add(unit, chunk))
+                if writer.done:
+                    break
+            writer.finish()
+        return writer.summary()
 
 
 class ShardWriter:
@@ -564,67 +521,53 @@ class ShardWriter:
     arrives, or at the end: so an input too small for a train token leaves no lone val shard behind."""
 
     def __init__(self, config: ShardingConfig, manifest: dict):
-        self.config, self.manifest = config, manifest
+        self.config, self.manifest, self.shards = config, manifest, manifest["shards"]
         self.buffer = np.empty(config.shard_size, dtype=np.uint16)
         self.filled = self.documents = 0  # tokens in the buffer, and documents that start there
         self.end: dict | None = None  # where the buffer's last token lies in the input
-        # a resumed run re-reads the document the last shard ends in; its first tokens are written already
-        self.resume_from: dict | None = manifest["shards"][-1]["end"] if manifest["shards"] else None
+        # a resumed run reads again the document the last shard ends in: its first tokens are written already
+        self.resume_from: dict | None = self.shards[-1]["end"] if self.shards else None
+        self.written, self.started = sum(entry["tokens"] for entry in self.shards), time.perf_counter()
 
-    @property
-    def index(self) -> int:
-        return len(self.manifest["shards"])
-
-    @property
-    def full(self) -> bool:
-        return self.filled == self.config.shard_tokens(self.index)
+    def room(self) -> int:
+        return self.config.shard_tokens(len(self.shards)) - self.filled
 
     @property
     def done(self) -> bool:
-        return self.full and self.index == self.config.num_shards - 1
+        return self.room() == 0 and len(self.shards) == self.config.num_shards - 1
 
     def add(self, unit: Unit, chunk: Chunk) -> int:
-        """Copy a chunk's tokens into the buffer, writing full shards as tokens after them arrive; returns
+        """Copy the chunk's tokens into the buffer, writing a full shard when a token after it arrives; returns
         the tokens taken."""
-        ends = np.cumsum(chunk.lengths)
-        starts = ends - chunk.lengths
-        pos = taken = 0
-        if self.resume_from:
-            pos = self.resume_position(unit, chunk)
+        start = pos = self.skip_written(unit, chunk) if self.resume_from else 0
         while pos < len(chunk.tokens) and not self.done:
-            if self.full:
+            if self.room() == 0:
                 self.write_shard()
-            n = min(self.config.shard_tokens(self.index) - self.filled, len(chunk.tokens) - pos)
+            n = min(self.room(), len(chunk.tokens) - pos)
             self.buffer[self.filled : self.filled + n] = chunk.tokens[pos : pos + n]
-            self.documents += int(np.searchsorted(starts, pos + n) - np.searchsorted(starts, pos))
-            self.filled, pos, taken = self.filled + n, pos + n, taken + n
-            last = int(np.searchsorted(ends, pos))  # the document that holds the last token taken
-            self.end = position(unit, chunk, last, pos - int(starts[last]))
-        return taken
+            self.documents += count_documents(chunk.tokens[pos : pos + n])
+            self.filled, pos = self.filled + n, pos + n
+            self.end = position(unit, chunk, pos)
+        return pos - start
 
-    def resume_position(self, unit: Unit, chunk: Chunk) -> int:
-        """Where the unwritten tokens begin in a resumed run's first chunk, once it is sure to be the same input."""
+    def skip_written(self, unit: Unit, chunk: Chunk) -> int:
+        """Where a resumed run's unwritten tokens begin in its first chunk, once sure it reads the same input."""
         end, self.resume_from = self.resume_from, None
-        if position(unit, chunk, 0, end["token"]) != end:
+        if end["token"] > chunk.lengths[0] or position(unit, chunk, end["token"]) != end:
             changed = f"document {end['document']:,} of {unit} is not the same (use --overwrite to start over)"
             raise FinewebError(f"the input changed since the last shard was written: {changed}")
         return end["token"]
 
     def write_shard(self) -> None:
-        """Write the buffer as the next shard, then the manifest; a crash between the two leaves a shard
-        that the manifest does not list, which the next run writes again."""
-        path = self.config.output_dir / shard_name(self.index)
+        """Write the buffer as the next shard, then the manifest that lists it. A crash between the two leaves a
+        shard that the manifest does not list, which the next run writes again."""
+        path, tokens = self.config.output_dir / shard_name(len(self.shards)), self.buffer[: self.filled]
         try:
-            write_file_atomic(path, lambda f: np.save(f, self.buffer[: self.filled]))
-            entry = {"file": path.name, "tokens": self.filled, "documents": self.documents, "sha256": file_sha256(path)}
-            self.manifest["shards"].append({**entry, "end": self.end})
+            write_file_atomic(path, lambda f: np.save(f, tokens))
+            entry = {"file": path.name, "tokens": self.filled, "documents": self.documents}
+            self.shards.append({**entry, "sha256": file_sha256(path), "end": self.end})
             manifest_json = json.dumps(self.manifest, indent=1).encode()
-            try:
-                write_file_atomic(self.config.output_dir / MANIFEST, lambda f: f.write(manifest_json))
-            except OSError:
-                self.manifest["shards"].pop()  # the manifest on disk does not list it: don't leave it behind
-                path.unlink(missing_ok=True)
-                raise
+            write_file_atomic(self.config.output_dir / MANIFEST, lambda f: f.write(manifest_json))
         except OSError as err:
             intact = "The finished shards and the manifest are intact: fix the cause and rerun the same command."
             raise FinewebError(f"cannot write {path}: {err}\n{intact}") from err
@@ -632,28 +575,42 @@ class ShardWriter:
 
     def finish(self) -> None:
         """The budget is reached or the input ran out: write what is left and mark the manifest complete."""
-        if self.resume_from is not None or (self.index and not self.filled):
+        if self.resume_from is not None or (self.shards and not self.filled):
             raise FinewebError("the input changed since the last shard was written: it ends earlier (use --overwrite)")
-        if self.index == 0 and not self.filled:
+        if not self.filled:
             raise FinewebError("the input has no documents: its files are empty")
-        if self.index == 0:
+        if not self.shards:
+            held = f"{self.filled:,} token(s) in {self.documents:,} document(s)"
+            need = f"the validation shard (--shard-size {self.config.shard_size:,}) and any training tokens"
             raise FinewebError(
-                f"the input holds only {self.filled:,} token(s) in {self.documents:,} document(s): not enough for"
-                f" the validation shard (--shard-size {self.config.shard_size:,}) and any training tokens;"
-                f" use a smaller --shard-size (below {self.filled:,}) or more input"
+                f"the input holds only {held}: not enough for {need}; use a smaller --shard-size"
+                f" (below {self.filled:,}) or more input"
             )
-        self.manifest["complete"] = True
-        self.manifest["input_exhausted"] = not self.done
+        self.manifest.update(complete=True, input_exhausted=not self.done)
         self.write_shard()
 
+    def summary(self) -> str:
+        shards, seconds = len(self.shards), time.perf_counter() - self.started
+        tokens, documents = sum(e["tokens"] for e in self.shards), sum(e["documents"] for e in self.shards)
+        added = tokens - self.written
+        summary = f"{self.config.output_dir}: {shards} shards (1 val + {shards - 1} train), {tokens:,} tokens, "
+        summary += f"{documents:,} documents; this run: {added:,} tokens in {seconds:.1f}s "
+        summary += f"({added / seconds / 1e6:.2f}M tokens/s)"
+        if self.manifest["input_exhausted"]:
+            budget = f"the {format_token_count(self.config.tokens)} budget: all of it is in the shards"
+            summary += f"\nthe input ran out after {tokens:,} tokens, before {budget}"
+        return summary
 
-def position(unit: Unit, chunk: Chunk, document: int, token: int) -> dict[str, Any]:
-    """Where in the input a shard ends: `token` tokens (<|endoftext|> included) into the chunk's `document`;
-    with a checksum of that document's tokens, by which a resumed run knows it reads the same input."""
-    end = int(chunk.lengths[: document + 1].sum())
-    checksum = hashlib.sha256(chunk.tokens[end - int(chunk.lengths[document]) : end].tobytes()).hexdigest()
+
+def position(unit: Unit, chunk: Chunk, pos: int) -> dict[str, Any]:
+    """Where in the input the chunk's token pos - 1 lies: its document, how many of the document's tokens come up
+    to there, and their checksum, by which a resumed run knows that it reads the same input."""
+    ends = np.cumsum(chunk.lengths)
+    document = int(np.searchsorted(ends, pos))
+    start = int(ends[document] - chunk.lengths[document])
+    checksum = hashlib.sha256(chunk.tokens[start : ends[document]].tobytes()).hexdigest()
     where = {"file": unit.file, "row_group": unit.row_group, "document": chunk.first_document + document}
-    return {**where, "token": token, "tokens_sha256": checksum}
+    return {**where, "token": pos - start, "tokens_sha256": checksum}
 
 
 # -----------------------------------------------------------------------------
@@ -665,8 +622,7 @@ def output_dir(config: ShardingConfig, settings: dict) -> Iterator[dict]:
     """The output directory, locked for the run, and the manifest to continue from. The kernel drops a flock
     when its process dies, so a lock file left by a killed run does not block; the pid in it names the
     holder. A failed run removes the directory if it created it and wrote nothing there."""
-    out = config.output_dir
-    created = not out.exists()
+    out, created = config.output_dir, not config.output_dir.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = open(out / LOCK_FILE, "a+")  # held open for the whole run
@@ -707,20 +663,18 @@ def prepare_output_dir(config: ShardingConfig, settings: dict) -> dict:
         return dict(format=MANIFEST_FORMAT, settings=settings, complete=False, input_exhausted=False, shards=[])
     old = manifest["settings"]
     if changed := [
-        f"{key}: {old.get(key)!r} there, {value!r} here" for key, value in settings.items() if old.get(key) != value
+        f"{key}: {old.get(key)!r} there, {new!r} here" for key, new in settings.items() if old.get(key) != new
     ]:
         others = "use another --output-dir, or --overwrite to start over"
         raise FinewebError(f"{out} was made with other settings ({'; '.join(changed)}): {others}")
-    for entry in manifest["shards"]:
-        if not (out / entry["file"]).is_file():
-            raise FinewebError(f"{out / entry['file']} is in the manifest but missing: use --overwrite to start over")
+    if missing := [entry["file"] for entry in manifest["shards"] if not (out / entry["file"]).is_file()]:
+        raise FinewebError(f"{out / missing[0]} is in the manifest but missing: use --overwrite to start over")
     return manifest
 
 
 def write_file_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Write through a temporary file in the same directory, then rename it into place: a crash never leaves
-    a partial file under the final name. (gpt2.atomic_write does the same for the torch side; importing it
-    here would load torch into every tokenizer process.)"""
+    """Write a temporary file beside path, then rename it into place: a crash never leaves a partial file under
+    the final name. (gpt2.atomic_write would load torch into every tokenizer process.)"""
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
         with open(tmp, "wb") as f:
