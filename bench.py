@@ -244,8 +244,8 @@ def time_tokenizing(data_files: list[str], workers: int, tokens: int, shard_size
 
 def first_documents(data_files: list[str], count: int) -> list[str]:
     texts: list[str] = []
-    for unit in fineweb.work_units(fineweb.local_input(data_files), "text"):
-        for _, batch in fineweb.read_unit(unit):
+    for unit in fineweb.work_units(fineweb.local_input(data_files)):
+        for _, batch in fineweb.read_unit(unit, "text"):
             texts += batch
             if len(texts) >= count:
                 return texts[:count]

@@ -11,13 +11,14 @@ settings, the input's files, and per shard its tokens, documents, checksum and w
     python fineweb.py --verify edu_fineweb10B           # check every shard against the manifest
 
 How: the input is cut into units, a parquet row group (FineWeb-Edu's files hold hundreds) or a whole jsonl,
-json, csv or txt file (a .txt file is one document). Worker k mod N reads unit k itself (pyarrow fetches only
-that row group's text column, from disk or from the hub through fsspec: nothing is downloaded up front),
-tokenizes it and sends the tokens back DOCS_PER_CHUNK documents at a time. The main process copies the chunks,
-in unit order, into the shard buffer and never touches text: when it read every document and passed it on,
-it spent 4 s of CPU per 100M tokens and capped a run near 20M tokens/s on any number of cores (BENCHMARKS.md).
-Memory is bounded whatever the workers and the input: the main process holds one shard buffer (2 bytes x
---shard-size) and a chunk; a worker, a chunk of text and at most CHUNKS_AHEAD + 2 chunks of tokens.
+json, csv or txt file (a .txt file is one document). Worker i of N reads units i, i + N, i + 2N, ... itself
+(pyarrow fetches only a row group's text column, from disk or from the hub through fsspec: nothing is
+downloaded up front), tokenizes them and sends the tokens back DOCS_PER_CHUNK documents at a time. The main
+process takes the chunks a unit at a time from each worker in turn, so in input order, copies them into the
+shard buffer and writes shards: it never touches text. When it read every document and passed it on, it spent
+4 s of CPU per 100M tokens and capped a run near 20M tokens/s on any number of cores (BENCHMARKS.md). Memory is
+bounded whatever the workers and the input: the main process holds one shard buffer (2 bytes x --shard-size)
+and a chunk; a worker, a chunk of text and at most CHUNKS_AHEAD + 2 chunks of tokens.
 
 A rerun after a crash or Ctrl-C continues where the finished shards end, byte-identical to an uninterrupted
 run. A lock file lets one run at a time write an output directory.
@@ -28,6 +29,7 @@ import contextlib
 import fcntl
 import glob
 import hashlib
+import itertools
 import json
 import multiprocessing
 import multiprocessing.connection
@@ -38,7 +40,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -57,7 +58,7 @@ MANIFEST, MANIFEST_FORMAT = "manifest.json", 2  # format 2: shards end at a file
 LOCK_FILE, TMP_SUFFIX = ".fineweb.lock", ".tmp"
 DOCS_PER_CHUNK = 1024  # documents a worker reads, tokenizes and sends back at a time
 CHUNKS_AHEAD = 4  # finished chunks a worker may hold while it waits for its turn: evens out uneven units
-UNITS_AHEAD = 4  # units handed to each worker before it needs them
+UNIT_END, INPUT_END = "unit end", "input end"  # what a worker sends after each of its units, and after the last
 FILE_KINDS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv", ".txt": "txt"}
 # kinds a worker reads through a datasets builder, a file per unit (the hub's kind is its builder's name)
 DATASETS_READERS = {"json": ("json", {}), "csv": ("csv", {}), "text": ("text", {})}
@@ -254,7 +255,6 @@ class Unit:
     path: str  # a local path, or a URL that fsspec opens (hf://...)
     row_group: int = 0
     first_document: int = 0  # the documents before it were written by an earlier run
-    text_column: str = "text"
 
     def __str__(self) -> str:
         return f"{self.path}, row group {self.row_group}" if self.kind == "parquet" else self.path
@@ -303,27 +303,6 @@ def open_binary(path: str) -> str | IO[bytes]:
     return fsspec.open(path, "rb").open()
 
 
-def work_units(source: dict[str, Any], text_column: str, start: dict | None = None) -> Iterator[Unit]:
-    """The input's units in reading order, from the one that holds `start` (where a shard ended). A parquet
-    file's row groups are counted from its footer when its turn comes."""
-    import pyarrow.parquet as pq
-
-    kind, files = source["kind"], source["files"]
-    first = (start["file"], start["row_group"], start["document"]) if start else (0, 0, 0)
-    for index in range(first[0], len(files)):
-        try:
-            row_groups = pq.read_metadata(open_binary(files[index])).num_row_groups if kind == "parquet" else 1
-        except (OSError, ValueError) as err:
-            raise FinewebError(f"cannot read {files[index]} as parquet: {err}") from err
-        for row_group in range(first[1] if index == first[0] else 0, row_groups):
-            skip = first[2] if (index, row_group) == first[:2] else 0
-            yield Unit(kind, index, files[index], row_group, skip, text_column)
-
-
-# -----------------------------------------------------------------------------
-# the workers: each reads its units, tokenizes them, and sends back their tokens
-
-
 @lru_cache(maxsize=1)  # a worker reads row group after row group of the same file
 def open_parquet(path: str) -> Any:
     import pyarrow.parquet as pq
@@ -331,11 +310,30 @@ def open_parquet(path: str) -> Any:
     return pq.ParquetFile(open_binary(path))
 
 
-def record_batches(unit: Unit) -> Iterator[Any]:
+def work_units(source: dict[str, Any], start: dict | None = None) -> Iterator[Unit]:
+    """The input's units in reading order, from the one that holds `start` (where a shard ended). A parquet
+    file's row groups are counted from its footer when its turn comes."""
+    kind, files = source["kind"], source["files"]
+    first = (start["file"], start["row_group"], start["document"]) if start else (0, 0, 0)
+    for index in range(first[0], len(files)):
+        try:
+            row_groups = open_parquet(files[index]).num_row_groups if kind == "parquet" else 1
+        except (OSError, ValueError) as err:
+            raise FinewebError(f"cannot read {files[index]} as parquet: {err}") from err
+        for row_group in range(first[1] if index == first[0] else 0, row_groups):
+            skip = first[2] if (index, row_group) == first[:2] else 0
+            yield Unit(kind, index, files[index], row_group, skip)
+
+
+# -----------------------------------------------------------------------------
+# the workers: each reads its units, tokenizes them, and sends back their tokens
+
+
+def record_batches(unit: Unit, text_column: str) -> Iterator[Any]:
     """The unit's rows, DOCS_PER_CHUNK at a time, as pyarrow record batches or tables."""
     if unit.kind == "parquet":
         parquet = open_parquet(unit.path)
-        columns = [unit.text_column] if unit.text_column in parquet.schema_arrow.names else None  # None: all
+        columns = [text_column] if text_column in parquet.schema_arrow.names else None  # None: all
         yield from parquet.iter_batches(DOCS_PER_CHUNK, [unit.row_group], columns, use_threads=False)
         return
     import datasets
@@ -348,21 +346,21 @@ def record_batches(unit: Unit) -> Iterator[Any]:
     yield from stream.with_format("arrow").iter(batch_size=DOCS_PER_CHUNK)
 
 
-def read_unit(unit: Unit) -> Iterator[tuple[int, list[str]]]:
+def read_unit(unit: Unit, text_column: str) -> Iterator[tuple[int, list[str]]]:
     """The unit's documents from unit.first_document on, in batches: (index in the unit of the first, texts)."""
     first = 0
-    for batch in record_batches(unit):
-        if unit.text_column not in batch.column_names:
+    for batch in record_batches(unit, text_column):
+        if text_column not in batch.column_names:
             columns = f"its columns are: {', '.join(batch.column_names)} (choose one with --text-column)"
-            raise FinewebError(f"the input has no column {unit.text_column!r}; {columns}")
-        column = batch.column(unit.text_column)
+            raise FinewebError(f"the input has no column {text_column!r}; {columns}")
+        column = batch.column(text_column)
         skip = min(max(unit.first_document - first, 0), len(column))  # documents an earlier run wrote
         texts = column.slice(skip).to_pylist()
         if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' Json feature: mixed types
             texts = [None if text is None else json.loads(text) for text in texts]
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                where = f"{unit}, document {first + skip + i}: column {unit.text_column!r}"
+                where = f"{unit}, document {first + skip + i}: column {text_column!r}"
                 raise FinewebError(f"{where} holds {type(text).__name__}, not text")
         if texts:
             yield first + skip, texts
@@ -394,33 +392,39 @@ def tokenize_documents(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 class Chunk:
     """Consecutive documents of a unit, tokenized."""
 
+    unit: Unit
     first_document: int  # index in the unit of the first
     tokens: np.ndarray  # uint16: <|endoftext|> + encode_ordinary(text) of each document
     lengths: np.ndarray  # tokens per document
 
 
-def tokenizer_process(tasks: multiprocessing.connection.Connection, results: multiprocessing.connection.Connection):
-    """A worker: for each unit it is sent, its chunks, then None (or the FinewebError that stopped it).
-    A sender thread lets it work CHUNKS_AHEAD chunks ahead of the main process."""
+def tokenizer_process(jobs: multiprocessing.connection.Connection, results: multiprocessing.connection.Connection):
+    """A worker: tokenizes its share of the input (see tokenize_units) while the main thread sends the results,
+    so that it works up to CHUNKS_AHEAD chunks ahead of the main process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the main process handles it
     threading.Thread(target=exit_with_parent, daemon=True).start()
     outbox: queue.Queue = queue.Queue(CHUNKS_AHEAD)
-    threading.Thread(target=send_all, args=(outbox, results), daemon=True).start()
-    while unit := tasks.recv():
-        try:
-            for first, texts in read_unit(unit):
-                outbox.put(Chunk(first, *tokenize_documents(texts)))
-            outbox.put(None)
-        except FinewebError as err:
-            outbox.put(err)
-        except Exception as err:  # the input's libraries raise many kinds
-            hint = "The finished shards are kept: fix the cause and rerun the same command."
-            outbox.put(FinewebError(f"reading {unit} failed: {type(err).__name__}: {err}\n{hint}"))
-
-
-def send_all(outbox: queue.Queue, results: multiprocessing.connection.Connection) -> None:
+    threading.Thread(target=tokenize_units, args=(outbox, *jobs.recv()), daemon=True).start()
     while True:
         results.send(outbox.get())
+
+
+def tokenize_units(outbox: queue.Queue, source: dict, text_column: str, start: dict | None, index: int, count: int):
+    """Worker `index` of `count` reads units index, index + count, index + 2 count, ... of the input: for each,
+    its chunks then UNIT_END; at the end INPUT_END, or the FinewebError that stopped it."""
+    unit = None
+    try:
+        for k, unit in enumerate(work_units(source, start)):
+            if k % count == index:
+                for first, texts in read_unit(unit, text_column):
+                    outbox.put(Chunk(unit, first, *tokenize_documents(texts)))
+                outbox.put(UNIT_END)
+        outbox.put(INPUT_END)
+    except FinewebError as err:
+        outbox.put(err)
+    except Exception as err:  # the input's libraries raise many kinds
+        hint = "The finished shards are kept: fix the cause and rerun the same command."
+        outbox.put(FinewebError(f"reading {unit or 'the input'} failed: {type(err).__name__}: {err}\n{hint}"))
 
 
 def exit_with_parent() -> None:
@@ -430,35 +434,32 @@ def exit_with_parent() -> None:
 
 
 class Worker:
-    """A tokenizer process and its pipes: units go in, their chunks come back."""
+    """A tokenizer process, with a pipe for its job and one for its results."""
 
     def __init__(self, context: Any):
-        task_reader, self.tasks = context.Pipe(duplex=False)
+        job_reader, self.jobs = context.Pipe(duplex=False)
         self.results, result_writer = context.Pipe(duplex=False)
-        self.process = context.Process(target=tokenizer_process, args=(task_reader, result_writer), daemon=True)
+        self.process = context.Process(target=tokenizer_process, args=(job_reader, result_writer), daemon=True)
         self.process.start()
-        task_reader.close()
+        job_reader.close()
         result_writer.close()  # the worker holds the only one now: its death reads as the pipe's end
 
-    def chunks(self, unit: Unit) -> Iterator[tuple[Unit, Chunk]]:
-        """The chunks of the unit it was sent last but for those already read, up to the None that ends them."""
-        while True:
-            try:
-                item = self.results.recv()
-            except (EOFError, OSError) as err:
-                self.process.join(timeout=1)
-                died = f"tokenizer process {self.process.pid} died (exit code {self.process.exitcode}"
-                raise FinewebError(f"{died}; out of memory?)") from err
-            if isinstance(item, FinewebError):
-                raise item
-            if item is None:
-                return
-            yield unit, item
+    def receive(self) -> Chunk | str:
+        """The next chunk, UNIT_END or INPUT_END; raises the FinewebError that stopped the worker, or one if it died."""
+        try:
+            item = self.results.recv()
+        except (EOFError, OSError) as err:
+            self.process.join(timeout=1)
+            died = f"tokenizer process {self.process.pid} died (exit code {self.process.exitcode}"
+            raise FinewebError(f"{died}; out of memory?)") from err
+        if isinstance(item, FinewebError):
+            raise item
+        return item
 
 
 class Tokenizers:
-    """Worker processes (threads would contend for the GIL). Unit k goes to worker k mod N, and its chunks
-    are read back from that worker when its turn comes, so they arrive in input order."""
+    """Worker processes (threads would contend for the GIL), started before the output directory is locked:
+    forked later, they would hold the lock too."""
 
     def __init__(self, count: int):
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
@@ -473,19 +474,17 @@ class Tokenizers:
         for worker in self.workers:
             worker.process.join()
 
-    def tokenize_in_order(self, units: Iterable[Unit]) -> Iterator[tuple[Unit, Chunk]]:
-        """Each unit's chunks, in input order; the input is read only UNITS_AHEAD units per worker ahead."""
-        pending: deque[tuple[Unit, Worker]] = deque()
-        for k, unit in enumerate(units):
-            worker = self.workers[k % len(self.workers)]
+    def tokenize(self, source: dict, text_column: str, start: dict | None = None) -> Iterator[Chunk]:
+        """The input's chunks in order, from the unit that holds `start` on (once: each worker takes one job).
+        Worker i of N reads units i, i + N, ..., and their chunks are read from it when their turn comes."""
+        for index, worker in enumerate(self.workers):
             with contextlib.suppress(BrokenPipeError):  # a dead worker is reported when its chunks are due
-                worker.tasks.send(unit)
-            pending.append((unit, worker))
-            if len(pending) == UNITS_AHEAD * len(self.workers):
-                oldest, its_worker = pending.popleft()
-                yield from its_worker.chunks(oldest)
-        for oldest, its_worker in pending:
-            yield from its_worker.chunks(oldest)
+                worker.jobs.send((source, text_column, start, index, len(self.workers)))
+        for k in itertools.count():
+            while isinstance(item := self.workers[k % len(self.workers)].receive(), Chunk):
+                yield item
+            if item == INPUT_END:
+                return
 
 
 # -----------------------------------------------------------------------------
@@ -499,17 +498,16 @@ def build_shards(config: ShardingConfig) -> str:
     hub = {"dataset": config.dataset, "name": config.name, "split": config.split}
     settings = {"source": {"data_files": source["files"]} if source else hub, "text_column": config.text_column}
     settings.update(tokenizer=TOKENIZER, tokens=config.tokens, shard_size=config.shard_size)
-    # the workers start first: forked once the lock is taken, they would hold it too
     with Tokenizers(config.workers) as tokenizers, output_dir(config, settings) as manifest:
         if manifest["complete"]:
             return f"{config.output_dir}: {len(manifest['shards'])} shards, already complete: nothing to do"
         if not manifest["shards"]:  # a fresh run lists the input's files; a resumed one reads the same again
             manifest["input"] = source or hub_input(config)
         writer = ShardWriter(config, manifest)
-        units = work_units(manifest["input"], config.text_column, start=writer.resume_from)
+        chunks = tokenizers.tokenize(manifest["input"], config.text_column, start=writer.resume_from)
         with tqdm(total=config.tokens, initial=writer.written, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
-            for unit, chunk in tokenizers.tokenize_in_order(units):
-                bar.update(writer.add(unit, chunk))
+            for chunk in chunks:
+                bar.update(writer.add(chunk))
                 if writer.done:
                     break
             writer.finish()
@@ -536,10 +534,10 @@ class ShardWriter:
     def done(self) -> bool:
         return self.room() == 0 and len(self.shards) == self.config.num_shards - 1
 
-    def add(self, unit: Unit, chunk: Chunk) -> int:
+    def add(self, chunk: Chunk) -> int:
         """Copy the chunk's tokens into the buffer, writing a full shard when a token after it arrives; returns
         the tokens taken."""
-        start = pos = self.skip_written(unit, chunk) if self.resume_from else 0
+        start = pos = self.skip_written(chunk) if self.resume_from else 0
         while pos < len(chunk.tokens) and not self.done:
             if self.room() == 0:
                 self.write_shard()
@@ -547,14 +545,14 @@ class ShardWriter:
             self.buffer[self.filled : self.filled + n] = chunk.tokens[pos : pos + n]
             self.documents += count_documents(chunk.tokens[pos : pos + n])
             self.filled, pos = self.filled + n, pos + n
-            self.end = position(unit, chunk, pos)
+            self.end = position(chunk, pos)
         return pos - start
 
-    def skip_written(self, unit: Unit, chunk: Chunk) -> int:
+    def skip_written(self, chunk: Chunk) -> int:
         """Where a resumed run's unwritten tokens begin in its first chunk, once sure it reads the same input."""
         end, self.resume_from = self.resume_from, None
-        if end["token"] > chunk.lengths[0] or position(unit, chunk, end["token"]) != end:
-            changed = f"document {end['document']:,} of {unit} is not the same (use --overwrite to start over)"
+        if end["token"] > chunk.lengths[0] or position(chunk, end["token"]) != end:
+            changed = f"document {end['document']:,} of {chunk.unit} is not the same (use --overwrite to start over)"
             raise FinewebError(f"the input changed since the last shard was written: {changed}")
         return end["token"]
 
@@ -602,14 +600,14 @@ class ShardWriter:
         return summary
 
 
-def position(unit: Unit, chunk: Chunk, pos: int) -> dict[str, Any]:
+def position(chunk: Chunk, pos: int) -> dict[str, Any]:
     """Where in the input the chunk's token pos - 1 lies: its document, how many of the document's tokens come up
-    to there, and their checksum, by which a resumed run knows that it reads the same input."""
+    to it, and the document's checksum, by which a resumed run knows that it reads the same input."""
     ends = np.cumsum(chunk.lengths)
     document = int(np.searchsorted(ends, pos))
     start = int(ends[document] - chunk.lengths[document])
     checksum = hashlib.sha256(chunk.tokens[start : ends[document]].tobytes()).hexdigest()
-    where = {"file": unit.file, "row_group": unit.row_group, "document": chunk.first_document + document}
+    where = {"file": chunk.unit.file, "row_group": chunk.unit.row_group, "document": chunk.first_document + document}
     return {**where, "token": pos - start, "tokens_sha256": checksum}
 
 

@@ -256,30 +256,34 @@ def test_tokenize_documents_matches_encode_ordinary(enc):
     assert np.array_equal(tokens, expected) and np.array_equal(lengths, expected_lengths)
 
 
-def test_the_input_is_read_only_a_few_units_ahead(corpus):
-    parquet = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))[0]  # five row groups
-    units = list(fineweb.work_units({"kind": "parquet", "files": [str(parquet)]}, "text")) * 10
-    pulled = 0
+def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch):
+    """A worker reads its next unit only once the main process has taken most of its results: streaming from
+    the hub stays streaming."""
+    parquet = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))[0]  # five row groups of 16 documents
+    source = {"kind": "parquet", "files": [str(parquet)] * 10}
+    log, read_unit = tmp_path / "units", fineweb.read_unit
 
-    def pull():
-        nonlocal pulled
-        for unit in units:
-            pulled += 1
-            yield unit
+    def logged_read_unit(unit, text_column):
+        with open(log, "a") as f:  # from the forked worker processes, which inherit this patch
+            f.write(f"{unit}\n")
+        yield from read_unit(unit, text_column)
 
+    monkeypatch.setattr(fineweb, "read_unit", logged_read_unit)
     with fineweb.Tokenizers(2) as tokenizers:
-        chunks = tokenizers.tokenize_in_order(pull())
+        chunks = tokenizers.tokenize(source, "text")
         first = next(chunks)
-        assert pulled == 2 * fineweb.UNITS_AHEAD  # Executor.map (or Pool.imap) would have pulled all 50
-        assert [unit for unit, _ in [first, *chunks]] == units  # one chunk per row group, in order
+        time.sleep(1)  # time enough to read all 50 units
+        # per worker: CHUNKS_AHEAD results waiting, one in the pipe (small chunks: a few), one in the making
+        assert len(log.read_text().splitlines()) <= 2 * (fineweb.CHUNKS_AHEAD + 6) < 50
+        units = [chunk.unit for chunk in [first, *chunks]]  # one chunk per row group, in order
+    assert units == list(fineweb.work_units(source)) and len(units) == 50
 
 
 def test_a_dead_worker_is_an_error_not_a_hang(corpus):
-    units = fineweb.work_units(fineweb.local_input([corpus["parquet"]]), "text")
     with fineweb.Tokenizers(1) as tokenizers:
         tokenizers.workers[0].process.kill()
         with pytest.raises(fineweb.FinewebError, match="tokenizer process .* died"):
-            list(tokenizers.tokenize_in_order(units))
+            list(tokenizers.tokenize(fineweb.local_input([corpus["parquet"]]), "text"))
 
 
 def test_reference_layout():
