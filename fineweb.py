@@ -294,20 +294,16 @@ def hub_input(config: ShardingConfig) -> dict[str, Any]:
     return {"kind": builder.name, "files": [str(f) for f in splits[config.split]]}
 
 
-def open_binary(path: str) -> str | IO[bytes]:
-    """A local path as is (pyarrow reads it natively), a URL through fsspec (which reads only what is asked)."""
-    if "://" not in path:
-        return path
-    import fsspec
-
-    return fsspec.open(path, "rb").open()
-
-
 @lru_cache(maxsize=1)  # a worker reads row group after row group of the same file
 def open_parquet(path: str) -> Any:
+    """A local path through pyarrow's own reader, a URL through fsspec; either reads only the parts asked for."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(open_binary(path))
+    if "://" not in path:
+        return pq.ParquetFile(path)
+    import fsspec
+
+    return pq.ParquetFile(fsspec.open(path, "rb").open())
 
 
 def work_units(source: dict[str, Any], start: dict | None = None) -> Iterator[Unit]:
