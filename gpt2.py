@@ -405,6 +405,8 @@ POSITIVE_FLAGS = ("--num-samples", "--max-new-tokens", "--top-k", "--temperature
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from runtime import DEVICE_HELP
+
     description = "Sample text from GPT-2, or export it as a Hugging Face model directory."
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sources = "a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face directory, or a checkpoint"
@@ -415,7 +417,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens")
     parser.add_argument("--temperature", type=float, default=1.0, help="divide logits by this before sampling")
     parser.add_argument("--seed", type=int, default=42, help="seed of the sampling generator")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--export-hf", metavar="DIR", help="write the model to DIR for transformers, don't sample")
     return parser.parse_args(argv)
 
