@@ -23,6 +23,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 GPT2_VOCAB_SIZE = 50257  # tokens in tiktoken's gpt2 encoding; larger vocab_size values are padding
+SAMPLE_PROMPT = "Hello, I'm a language model,"  # the video's prompt, for the CLI and train_gpt2.py's samples
 CHECKPOINT_FORMAT = "gpt2-reproduction-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -411,7 +412,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sources = "a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face directory, or a checkpoint"
     parser.add_argument("--init-from", default="gpt2", help=sources)
-    parser.add_argument("--prompt", default="Hello, I'm a language model,", help="text to continue (not empty)")
+    parser.add_argument("--prompt", default=SAMPLE_PROMPT, help="text to continue (not empty)")
     parser.add_argument("--num-samples", type=int, default=4, help="how many continuations")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens to sample per continuation")
     parser.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens")

@@ -30,12 +30,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import fineweb
 import hellaswag
-from gpt2 import GPT, atomic_write, load_checkpoint, preset_config, sample_texts, save_checkpoint
+from gpt2 import GPT, SAMPLE_PROMPT, atomic_write, load_checkpoint, preset_config, sample_texts, save_checkpoint
 from runtime import DEVICE_HELP, DTYPES, Runtime, autocast, default_dtype, pick_device, start, stop, torchrun_env
 
 REFERENCE_MAX_STEPS = 19073  # 10B tokens / 524,288 tokens per step
 REFERENCE_WARMUP_STEPS = 715  # 375M tokens, as in the GPT-3 paper
-SAMPLE_PROMPT = "Hello, I'm a language model,"
 EVALUATIONS = ("eval_every", "hellaswag_every", "sample_every")
 # Settings that change what a resumed run computes, compared with the run it continues.
 TRAJECTORY_FIELDS = ("total_batch_size", "seq_len", "max_lr", "min_lr_ratio", "warmup_steps", "max_steps")
