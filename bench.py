@@ -10,11 +10,11 @@ device synchronised; rungs that change nothing on this device are reported as su
     python bench.py --micro-batch-size 16             # the ladder at the video's batch (fp32 fits)
     python bench.py --model tiny --device cpu         # a quick look on a laptop
     python bench.py --rungs final --profile           # the full setup only, with a kernel profile
-    python bench.py --rungs none --data-files corpus.parquet --data-tokens 100M    # fineweb.py's speed
-    python bench.py --model tiny --device cpu --rungs none --hellaswag-examples 200  # HellaSwag scoring
+    python bench.py --rungs none --data-files corpus.parquet --data-tokens 100M   # fineweb.py
+    python bench.py --model tiny --device cpu --rungs none --hellaswag-examples 200  # HellaSwag
 
-With the ladder comes the loader's time per micro-batch, relative to the step. The table is Markdown,
-ready for BENCHMARKS.md.
+With the ladder comes the loader's time per micro-batch, relative to the step. The table is
+Markdown, ready for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import fineweb
 import hellaswag
 import runtime as rt
+import storage
 from gpt2 import GPT, preset_config
 from train_gpt2 import DataLoader, train_step
 
@@ -91,14 +92,17 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     """Build the model and optimizer that `rung` describes and time train_step on it."""
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high" if rung.tf32 else "highest")
-    model = GPT(preset_config(args.model, vocab_size=50304 if rung.padded_vocab else 50257)).to(device)
+    model = GPT(preset_config(args.model, vocab_size=50304 if rung.padded_vocab else 50257)).to(
+        device
+    )
     optimizer = model.configure_optimizers(0.1, 6e-4, fused=rung.fused_adamw, verbose=False)
     step_model = torch.compile(model) if rung.compile else model
     dtype = torch.bfloat16 if rung.bf16 else torch.float32
     tokens = torch.randint(0, 50257, (args.micro_batch_size, args.seq_len + 1), device=device)
     batch = (tokens[:, :-1], tokens[:, 1:])
 
-    # Before flash attention, attention is the explicit computation: SDPA's math backend runs exactly that.
+    # Before flash attention, attention is the explicit computation: SDPA's math backend runs
+    # exactly that.
     def attention() -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if rung.flash_attention else sdpa_kernel(SDPBackend.MATH)
 
@@ -115,10 +119,13 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
         step()
     seconds = (time.perf_counter() - start) / args.steps
     tokens_per_second = args.micro_batch_size * args.seq_len / seconds
+    peak_flops = rt.peak_bf16_flops(device)
     timing = Timing(
         ms_per_step=seconds * 1000,
         tokens_per_second=tokens_per_second,
-        mfu=model.estimate_mfu(tokens_per_second, args.seq_len),
+        mfu=None
+        if peak_flops is None
+        else tokens_per_second * model.flops_per_token(args.seq_len) / peak_flops,
         peak_memory_bytes=peak_memory(device),
     )
     if args.profile:
@@ -177,8 +184,10 @@ def time_loader(args: argparse.Namespace, device: torch.device) -> float:
             rng = np.random.default_rng(0)
             shard_tokens = 4 * args.micro_batch_size * args.seq_len
             for index in range(3):  # a val shard and two train shards
-                np.save(Path(tmp) / fineweb.shard_name(index), rng.integers(0, 50257, shard_tokens, dtype=np.uint16))
-        loader = DataLoader(data_dir, "train", args.micro_batch_size, args.seq_len)
+                tokens = rng.integers(0, 50257, shard_tokens, dtype=np.uint16)
+                np.save(Path(tmp) / storage.shard_name(index), tokens)
+        shards = storage.scan_shards(data_dir).train
+        loader = DataLoader(shards, args.micro_batch_size, args.seq_len)
         batches = 20
         start = time.perf_counter()
         for _ in range(batches):
@@ -187,35 +196,43 @@ def time_loader(args: argparse.Namespace, device: torch.device) -> float:
         return (time.perf_counter() - start) / batches
 
 
-# Runs a script as __main__, then prints to stderr its own process's CPU seconds (not its children's)
-# and the peak RSS of the largest of it and its children (getrusage: kilobytes on Linux, bytes on macOS).
-# Its own peak is VmHWM where there is one: Linux's ru_maxrss would count this (bench's) process's
-# pages too, which the child holds between fork and exec.
+# Runs a script as __main__, then prints to stderr its own process's CPU seconds (not its
+# children's) and the peak RSS of the largest of it and its children (getrusage: kilobytes on Linux,
+# bytes on macOS). Its own peak is VmHWM where there is one: Linux's ru_maxrss would count this
+# (bench's) process's pages too, which the child holds between fork and exec.
 USAGE_REPORTER = """
 import pathlib, resource, runpy, sys
 sys.argv = sys.argv[1:]
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     scale = 1 if sys.platform == "darwin" else 1024
     status = pathlib.Path("/proc/self/status")
-    peak = int(status.read_text().split("VmHWM:")[1].split()[0]) if status.exists() else own.ru_maxrss
-    print(f"usage: {own.ru_utime + own.ru_stime} {max(peak, children.ru_maxrss) * scale}", file=sys.stderr)
+    peak = own.ru_maxrss
+    if status.exists():
+        peak = int(status.read_text().split("VmHWM:")[1].split()[0])
+    rss = max(peak, children.ru_maxrss) * scale
+    print(f"usage: {own.ru_utime + own.ru_stime} {rss}", file=sys.stderr)
 """
 
 
 @dataclass
 class TokenizingTiming:
     tokens_per_second: float  # as fineweb.py reports it: from its first document to its last shard
-    ceiling: float  # single-thread encode_ordinary tokens/s on the same documents, times the workers
+    ceiling: (
+        float  # single-thread encode_ordinary tokens/s on the same documents, times the workers
+    )
     main_cpu_seconds: float  # fineweb.py's main process, start to exit (imports included)
     peak_rss_bytes: int  # fineweb.py's largest process
 
 
-def time_tokenizing(data_files: list[str], workers: int, tokens: int, shard_size: int) -> TokenizingTiming:
-    """fineweb.py on data_files, run as users run it (a process of its own, up to `tokens` tokens), against the
-    ceiling on this machine."""
+def time_tokenizing(
+    data_files: list[str], workers: int, tokens: int, shard_size: int
+) -> TokenizingTiming:
+    """fineweb.py on data_files, run as users run it (a process of its own, up to `tokens` tokens),
+    against the ceiling on this machine."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [
             sys.executable,
@@ -234,8 +251,19 @@ def time_tokenizing(data_files: list[str], workers: int, tokens: int, shard_size
             str(workers),
         ]
         result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"fineweb.py failed (exit {result.returncode}):\n{result.stderr[-2000:]}")
+    if result.returncode != 0:  # relay its `error:` line (after a crash, its last line)
+        said = [
+            line
+            for line in result.stderr.splitlines()
+            if line.strip() and not line.startswith("usage: ")
+        ]
+        last = next(
+            (line for line in reversed(said) if line.startswith("error: ")),
+            said[-1] if said else "",
+        )
+        raise ChildProcessError(
+            f"fineweb.py failed (exit {result.returncode}): {last.removeprefix('error: ')}"
+        )
     rate = float(re.search(r"\(([\d.]+)M tokens/s\)", result.stdout).group(1)) * 1e6
     cpu_seconds, rss = re.search(r"usage: (\S+) (\d+)", result.stderr).groups()
     ceiling = tokenizer_ceiling(first_documents(data_files, 2000), cores=workers)
@@ -253,8 +281,8 @@ def first_documents(data_files: list[str], count: int) -> list[str]:
 
 
 def tokenizer_ceiling(texts: list[str], cores: int, min_seconds: float = 1.0) -> float:
-    """The best tokens/s fineweb.py could reach on these texts: single-thread encode_ordinary speed times
-    the cores (cores=1 gives the single-thread speed)."""
+    """The best tokens/s fineweb.py could reach on these texts: single-thread encode_ordinary speed
+    times the cores (cores=1 gives the single-thread speed)."""
     enc = tiktoken.get_encoding("gpt2")
     tokens, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < min_seconds:
@@ -284,7 +312,8 @@ def time_hellaswag(args: argparse.Namespace, device: torch.device) -> dict[int, 
                     "label": int(rng.integers(4)),
                 }
                 f.write(json.dumps(example) + "\n")
-        hellaswag.evaluate(model, path, limit=2)  # warm-up (the rendering is not cached: limit differs)
+        # warm-up (the rendering is not cached: limit differs)
+        hellaswag.evaluate(model, path, limit=2)
         for batch_size in (1, 16):
             start = time.perf_counter()
             hellaswag.evaluate(model, path, batch_size=batch_size)
@@ -296,51 +325,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--model", default="gpt2", help="model preset: gpt2, gpt2-medium, ..., small, tiny")
-    parser.add_argument(
-        "--micro-batch-size", type=int, default=None, help="sequences per step (default: 64, or 4 off CUDA)"
-    )
-    parser.add_argument(
-        "--seq-len", type=int, default=None, help="tokens per sequence (default: 1024, or 256 off CUDA)"
-    )
-    parser.add_argument("--device", default="auto", help=rt.DEVICE_HELP)
-    parser.add_argument(
+    flag = parser.add_argument  # defaults of None depend on the device: check_args fills them in
+    flag("--model", default="gpt2", help="model preset: gpt2, gpt2-medium, ..., small, tiny")
+    flag("--micro-batch-size", type=int, help="sequences per step (default: 64, or 4 off CUDA)")
+    flag("--seq-len", type=int, help="tokens per sequence (default: 1024, or 256 off CUDA)")
+    flag("--device", default="auto", help=rt.DEVICE_HELP)
+    flag(
         "--rungs",
         choices=("all", "final", "none"),
         default="all",
         help="the whole ladder, only its last rung (the full setup), or none",
     )
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per rung (default: 10, or 3 off CUDA)")
-    parser.add_argument("--warmup-steps", type=int, default=2, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of each rung to stderr")
-    parser.add_argument(
-        "--data-dir", default=None, help="shards for the loader timing (default: temporary random ones)"
+    flag("--steps", type=int, help="timed steps per rung (default: 10, or 3 off CUDA)")
+    flag(
+        "--warmup-steps", type=int, default=2, help="untimed steps first (compilation happens here)"
     )
-    parser.add_argument(
+    flag(
+        "--profile", action="store_true", help="print a torch.profiler table of each rung to stderr"
+    )
+    flag("--data-dir", help="shards for the loader timing (default: temporary random ones)")
+    flag(
         "--data-files",
         nargs="+",
         default=[],
         metavar="FILE",
         help="also time fineweb.py on these local files against the tokenizer's ceiling",
     )
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="fineweb.py workers for --data-files")
-    parser.add_argument(
+    flag("--workers", type=int, default=os.cpu_count(), help="fineweb.py workers for --data-files")
+    flag(
         "--data-tokens",
         type=fineweb.parse_token_count,
         default=10**8,
         help="tokens fineweb.py writes from --data-files (e.g. 10M, 100M)",
     )
-    parser.add_argument(
+    flag(
         "--data-shard-size",
         type=fineweb.parse_token_count,
-        default=None,
         help="fineweb.py's --shard-size (default: a tenth of --data-tokens)",
     )
-    parser.add_argument(
+    flag(
         "--hellaswag-examples",
         type=int,
         default=0,
-        help="also time HellaSwag scoring, batched and one example at a time, on this many synthetic examples",
+        help="also time HellaSwag scoring, batched and one example at a time, on this many"
+        " synthetic examples",
     )
     return parser.parse_args(argv)
 
@@ -364,42 +392,84 @@ def print_ladder(rungs: list[Rung], args: argparse.Namespace, device: torch.devi
             gc.collect()
             torch.cuda.empty_cache()
             torch._dynamo.reset()
-            print(f"| {rung.name} | out of memory: try a smaller --micro-batch-size | | | | |", flush=True)
+            print(
+                f"| {rung.name} | out of memory: try a smaller --micro-batch-size | | | | |",
+                flush=True,
+            )
             continue
         baseline = baseline or timing.tokens_per_second
         step_ms = timing.ms_per_step
         mfu = f"{timing.mfu:.1%}" if timing.mfu is not None else "n/a"
         print(
             f"| {rung.name} | {timing.ms_per_step:.1f} | {timing.tokens_per_second:,.0f} | "
-            f"{timing.tokens_per_second / baseline:.2f}x | {mfu} | {timing.peak_memory_bytes / 2**20:,.0f} MiB |",
+            f"{timing.tokens_per_second / baseline:.2f}x | {mfu} | "
+            f"{timing.peak_memory_bytes / 2**20:,.0f} MiB |",
             flush=True,
         )
     return step_ms
+
+
+def check_args(args: argparse.Namespace, device: torch.device) -> None:
+    """Fill in the defaults that depend on the device and the model, then check every flag: a
+    ValueError names the first that is out of range."""
+    block_size = preset_config(args.model).block_size
+    cuda, elsewhere = (
+        dict(micro_batch_size=64, seq_len=1024, steps=10),
+        dict(micro_batch_size=4, seq_len=256, steps=3),
+    )
+    for name, default in (cuda if device.type == "cuda" else elsewhere).items():
+        if getattr(args, name) is None:
+            setattr(args, name, min(default, block_size) if name == "seq_len" else default)
+    least = dict(
+        micro_batch_size=1, seq_len=1, steps=1, warmup_steps=0, workers=1, hellaswag_examples=0
+    )
+    for name, low in least.items():
+        if (value := getattr(args, name)) < low:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if args.seq_len > block_size:
+        context = f"the {args.model} model's context ({block_size})"
+        raise ValueError(f"--seq-len {args.seq_len} is longer than {context}")
+    if args.data_dir is not None:
+        storage.list_shards(args.data_dir, "train")
+    if args.data_files:  # what fineweb.py would refuse, refused before anything is timed
+        fineweb.local_input(args.data_files)
+        args.data_shard_size = args.data_shard_size or max(1, args.data_tokens // 10)
+        try:
+            fineweb.ShardingConfig(
+                tokens=args.data_tokens, shard_size=args.data_shard_size, workers=args.workers
+            )
+        except fineweb.FinewebError as e:  # it names fineweb.py's flags, which bench.py's set
+            raise ValueError(
+                f"fineweb.py as --data-tokens, --data-shard-size and --workers run it: {e}"
+            ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         device = rt.pick_device(args.device)
-        preset_config(args.model)
+        check_args(args, device)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     on_gpu = device.type == "cuda"
-    args.micro_batch_size = args.micro_batch_size or (64 if on_gpu else 4)
-    args.seq_len = args.seq_len or (1024 if on_gpu else 256)
-    args.steps = args.steps or (10 if on_gpu else 3)
     name = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({os.cpu_count()} cores)"
     print(f"{name}, torch {torch.__version__}\n")
     if args.data_files:
-        shard_size = args.data_shard_size or args.data_tokens // 10
-        timing = time_tokenizing(args.data_files, args.workers, args.data_tokens, shard_size)
+        try:
+            timing = time_tokenizing(
+                args.data_files, args.workers, args.data_tokens, args.data_shard_size
+            )
+        except ChildProcessError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        rate, share = timing.tokens_per_second, timing.tokens_per_second / timing.ceiling
         print(
-            f"fineweb.py, {args.data_tokens:,} tokens in {shard_size:,}-token shards, {args.workers} workers: "
-            f"{timing.tokens_per_second:,.0f} tokens/s = {timing.tokens_per_second / timing.ceiling:.0%} of the "
-            f"ceiling {timing.ceiling:,.0f} (single-thread encode_ordinary x {args.workers}); main process "
-            f"{timing.main_cpu_seconds / args.data_tokens * 1e8:.2f} s CPU per 100M tokens; peak RSS "
-            f"{timing.peak_rss_bytes / 2**20:,.0f} MiB (its largest process)\n"
+            f"fineweb.py, {args.data_tokens:,} tokens in {args.data_shard_size:,}-token shards, "
+            f"{args.workers} workers: {rate:,.0f} tokens/s = {share:.0%} of the ceiling "
+            f"{timing.ceiling:,.0f} (single-thread encode_ordinary x {args.workers}); main process "
+            f"{timing.main_cpu_seconds / args.data_tokens * 1e8:.2f} s CPU per 100M tokens; "
+            f"peak RSS {timing.peak_rss_bytes / 2**20:,.0f} MiB (its largest process)\n"
         )
     if args.rungs != "none":
         print(
@@ -408,11 +478,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         step_ms = print_ladder(ladder() if args.rungs == "all" else ladder()[-1:], args, device)
         loader_ms = time_loader(args, device) * 1000
-        print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {loader_ms / step_ms:.1%} of the last rung's step")
+        share = f"{loader_ms / step_ms:.1%} of the last rung's step"
+        print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {share}")
     if args.hellaswag_examples:
         rates = time_hellaswag(args, device)
         print(
-            f"HellaSwag ({args.model}, {args.hellaswag_examples} examples): {rates[1]:.1f} examples/s one at a time, "
+            f"HellaSwag ({args.model}, {args.hellaswag_examples} examples): "
+            f"{rates[1]:.1f} examples/s one at a time, "
             f"{rates[16]:.1f} examples/s 16 per forward pass ({rates[16] / rates[1]:.2f}x)"
         )
     return 0

@@ -9,6 +9,7 @@ train_gpt2.py, hellaswag.py and bench.py all launch this way:
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -50,43 +51,65 @@ class Runtime:
 
 
 def torchrun_env() -> tuple[int, int, int]:
-    """(rank, local_rank, world_size) as torchrun sets them; (0, 0, 1) for a plain `python` launch."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    """(rank, local_rank, world_size) as torchrun sets them; (0, 0, 1) for a plain launch."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+    )
 
 
 def pick_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.device:
     """The device this process uses: `name` (auto, cpu, cuda, cuda:N, mps), with one GPU per local
     rank under torchrun. Raises ValueError for a device this machine does not have."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        name = (
+            "cuda"
+            if torch.cuda.is_available()
+            else "mps"
+            if torch.backends.mps.is_available()
+            else "cpu"
+        )
     try:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"unsupported device {name!r}: use {DEVICE_HELP}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine (try --device cpu)")
-        if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"local rank {local_rank} has no GPU: start at most {torch.cuda.device_count()} per node")
-        return torch.device("cuda", local_rank if world_size > 1 else device.index or 0)
+            raise ValueError(
+                f"--device {name}: CUDA is not available on this machine (try --device cpu)"
+            )
+        count = torch.cuda.device_count()
+        if local_rank >= count:
+            raise ValueError(f"local rank {local_rank} has no GPU: start at most {count} per node")
+        index = local_rank if world_size > 1 else device.index or 0
+        if index >= count:
+            raise ValueError(f"--device {name}: this machine's GPUs are cuda:0 to cuda:{count - 1}")
+        return torch.device("cuda", index)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine (try --device cpu)")
+        raise ValueError(
+            f"--device {name}: MPS is not available on this machine (try --device cpu)"
+        )
     if device.type == "mps" and world_size > 1:
-        raise ValueError("torch.distributed has no MPS backend: run one process, or use --device cpu")
+        raise ValueError(
+            "torch.distributed has no MPS backend: run one process, or use --device cpu"
+        )
     if device.type not in ("cpu", "mps"):
         raise ValueError(f"unsupported device {name!r}: use {DEVICE_HELP}")
     return device
 
 
-def start(device_name: str = "auto") -> Runtime:
-    """Choose the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU)."""
+def start(device: torch.device) -> Runtime:
+    """Use device (from pick_device) and, under torchrun, join the process group: NCCL on CUDA,
+    gloo on the CPU."""
     rank, local_rank, world_size = torchrun_env()
-    device = pick_device(device_name, local_rank, world_size)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend, device_id=device if device.type == "cuda" else None
+        )
     return Runtime(rank, local_rank, world_size, device)
 
 
@@ -96,7 +119,7 @@ def stop(runtime: Runtime) -> None:
 
 
 def default_dtype(device: torch.device) -> str:
-    """The key in DTYPES to use: bf16 autocast where tensor cores make it pay (CUDA), fp32 elsewhere."""
+    """The key in DTYPES to use: bf16 autocast where tensor cores pay for it (CUDA), else fp32."""
     return "bf16" if device.type == "cuda" else "fp32"
 
 
@@ -105,3 +128,38 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# Dense bf16 tensor-core FLOP/s (fp32 accumulation) from NVIDIA's datasheets, by the whole name
+# that torch.cuda.get_device_name() reports. Unlisted GPUs get None, not a guess (the RTX 4090 D and
+# 3090 Ti differ from their namesakes; the A10G has no datasheet).
+PEAK_BF16_FLOPS = [
+    (r"NVIDIA H100 PCIe", 756e12),
+    (r"NVIDIA H100 NVL", 835e12),
+    (r"NVIDIA H100( .*)?", 989e12),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
+    (r"NVIDIA H200 NVL", 835e12),
+    (r"NVIDIA H200( .*)?", 989e12),
+    (r"NVIDIA GH200( .*)?", 989e12),
+    (r"NVIDIA A100[ -].*", 312e12),  # SXM4 and PCIe, 40 and 80 GB
+    (r"NVIDIA L4", 121e12),
+    (r"NVIDIA L40", 181e12),
+    (r"NVIDIA L40S", 362e12),
+    (r"NVIDIA A10", 125e12),
+    (r"NVIDIA RTX A6000", 154.8e12),
+    (r"NVIDIA GeForce RTX 4090", 165.2e12),  # GeForce cards accumulate fp32 at half rate
+    (r"NVIDIA GeForce RTX 3090", 71e12),
+]
+
+
+def peak_bf16_flops(device: torch.device | str) -> float | None:
+    """Peak dense bf16 FLOP/s of a CUDA device, looked up from its name; None if unknown."""
+    device = torch.device(device)
+    on_gpu = device.type == "cuda" and torch.cuda.is_available()
+    return peak_bf16_flops_for_name(torch.cuda.get_device_name(device) if on_gpu else "")
+
+
+def peak_bf16_flops_for_name(gpu_name: str) -> float | None:
+    for pattern, flops in PEAK_BF16_FLOPS:
+        if re.fullmatch(pattern, gpu_name.strip(), flags=re.IGNORECASE):
+            return flops
+    return None

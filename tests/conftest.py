@@ -18,7 +18,7 @@ if (SHARED_DATA / "tiktoken_cache").is_dir():
 
 
 def require_shared_data(path: Path) -> Path:
-    """path, or a skip that says what is missing: the real text lives beside the checkout, not in it."""
+    """path, or a skip that says what is missing: the real text lives beside the checkout."""
     if not path.exists():
         pytest.skip(f"needs {path} (the shared/ data folder beside the repository)")
     return path
@@ -33,11 +33,18 @@ def enc():
 
 @pytest.fixture(scope="session")
 def fineweb_shards(tmp_path_factory):
-    """Real FineWeb-Edu text tokenized by fineweb.py: one 16K-token val shard, four 16K train shards."""
+    """Real FineWeb-Edu text tokenized by fineweb.py: a val shard and four train shards of 16K."""
     import fineweb
 
     out = tmp_path_factory.mktemp("shards") / "edu_fineweb"
-    args = ["--data-files", str(require_shared_data(FINEWEB_CSV)), "--output-dir", str(out), "--tokens", "80K"]
+    args = [
+        "--data-files",
+        str(require_shared_data(FINEWEB_CSV)),
+        "--output-dir",
+        str(out),
+        "--tokens",
+        "80K",
+    ]
     args += ["--shard-size", "16K"]
     assert fineweb.main(args) == 0
     return out
@@ -50,5 +57,19 @@ def hellaswag_dir(tmp_path):
 
     directory = tmp_path / "hellaswag"
     directory.mkdir()
-    shutil.copy(ROOT / "tests" / "data" / "hellaswag_sample.jsonl", directory / "hellaswag_val.jsonl")
+    shutil.copy(
+        ROOT / "tests" / "data" / "hellaswag_sample.jsonl", directory / "hellaswag_val.jsonl"
+    )
     return directory
+
+
+def save_checkpoint(path: Path, model, step: int = 0) -> Path:
+    """A checkpoint of model as train_gpt2.py writes one, for the tests of what reads them."""
+    import checkpoint
+    import train_gpt2
+
+    optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
+    loader_state = {"epoch": 0, "position": 0, "epoch_tokens": 1}
+    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None}
+    checkpoint.save(Path(path), step, model, optimizer, loader_state, train_gpt2.TrainConfig(), run)
+    return Path(path)

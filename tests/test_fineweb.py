@@ -1,5 +1,5 @@
-"""fineweb.py: shards equal the tokenized documents, in order whatever the workers, resume is exact, one run
-per directory, bad input and damaged shards are refused cleanly."""
+"""fineweb.py: shards equal the tokenized documents, in order whatever the workers, resume is exact,
+one run per directory, bad input and damaged shards are refused cleanly."""
 
 import contextlib
 import csv
@@ -21,9 +21,17 @@ import pyarrow.parquet as pq
 import pytest
 
 import fineweb
+import storage
 from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
 
-SMALL = ["--tokens", "50K", "--shard-size", "20K", "--workers", "2"]  # 3 shards: 20K val, 20K + 10K train
+SMALL = [
+    "--tokens",
+    "50K",
+    "--shard-size",
+    "20K",
+    "--workers",
+    "2",
+]  # 3 shards: 20K val, 20K + 10K train
 
 
 # -----------------------------------------------------------------------------
@@ -38,18 +46,24 @@ def texts():
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory, texts):
-    """The CSV's documents as parquet (two files, one with several row groups), jsonl, jsonl in three files,
-    and the CSV itself."""
+    """The CSV's documents as parquet (two files, one with several row groups), jsonl, jsonl in
+    three files, and the CSV itself."""
     root = tmp_path_factory.mktemp("corpus")
     half = len(texts) // 2
     # named so that sorted order is not creation order
-    pq.write_table(pa.table({"text": texts[half:], "id": range(half, len(texts))}), root / "b.parquet")
-    pq.write_table(pa.table({"text": texts[:half], "id": range(half)}), root / "a.parquet", row_group_size=16)
+    pq.write_table(
+        pa.table({"text": texts[half:], "id": range(half, len(texts))}), root / "b.parquet"
+    )
+    pq.write_table(
+        pa.table({"text": texts[:half], "id": range(half)}), root / "a.parquet", row_group_size=16
+    )
     (root / "parts").mkdir()
     for part, start in enumerate(range(0, len(texts), 60)):
         lines = [json.dumps({"text": text}) + "\n" for text in texts[start : start + 60]]
         (root / "parts" / f"part{part}.jsonl").write_text("".join(lines), encoding="utf-8")
-    (root / "docs.jsonl").write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
+    (root / "docs.jsonl").write_text(
+        "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts))
+    )
     return {
         "parquet": str(root / "*.parquet"),
         "jsonl": str(root / "docs.jsonl"),
@@ -70,19 +84,23 @@ def big_parquet(tmp_path_factory, texts):
 
 def token_stream(enc, texts):
     """<|endoftext|> + encode_ordinary(text) for each document, and each document's token count."""
-    docs = [[fineweb.EOT_TOKEN] + enc.encode_ordinary(t) for t in texts]
+    docs = [[storage.EOT_TOKEN] + enc.encode_ordinary(t) for t in texts]
     return np.array([t for d in docs for t in d], dtype=np.uint16), np.array([len(d) for d in docs])
 
 
 def document_places(pattern, documents):
-    """(file index, row group, index in the row group) of each document: parquet files have row groups,
-    a single file of another kind is one unit of `documents` documents."""
+    """(file index, row group, index in the row group) of each document: parquet files have row
+    groups, a single file of another kind is one unit of `documents` documents."""
     if not pattern.endswith(".parquet"):
         return [(0, 0, i) for i in range(documents)]
     places = []
     for file, path in enumerate(sorted(Path(pattern).parent.glob(Path(pattern).name))):
         meta = pq.read_metadata(path)
-        places += [(file, g, i) for g in range(meta.num_row_groups) for i in range(meta.row_group(g).num_rows)]
+        places += [
+            (file, g, i)
+            for g in range(meta.num_row_groups)
+            for i in range(meta.row_group(g).num_rows)
+        ]
     return places
 
 
@@ -101,7 +119,9 @@ def run_script(*args, env=None):
     """`python fineweb.py ...` in a child process."""
     command = [sys.executable, str(ROOT / "fineweb.py"), *map(str, args)]
     env = {**os.environ, **(env or {})}
-    return subprocess.Popen(command, text=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command, text=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def shards_of(out):
@@ -145,15 +165,23 @@ def test_shards_are_the_tokenized_documents(tmp_path, enc, texts, corpus, kind):
     out = tmp_path / "out"
     code, stdout, err = run("--data-files", corpus[kind], "--output-dir", out, *SMALL)
     assert code == 0, err
-    assert shards_of(out) == ["edufineweb_train_000001.npy", "edufineweb_train_000002.npy", "edufineweb_val_000000.npy"]
-    names = ["edufineweb_val_000000.npy", "edufineweb_train_000001.npy", "edufineweb_train_000002.npy"]
+    assert shards_of(out) == [
+        "edufineweb_train_000001.npy",
+        "edufineweb_train_000002.npy",
+        "edufineweb_val_000000.npy",
+    ]
+    names = [
+        "edufineweb_val_000000.npy",
+        "edufineweb_train_000001.npy",
+        "edufineweb_train_000002.npy",
+    ]
     shards = [np.load(out / name) for name in names]
     assert [s.dtype for s in shards] == [np.uint16] * 3
     assert [len(s) for s in shards] == [20_000, 20_000, 10_000]
     expected, lengths = token_stream(enc, texts)  # a.parquet holds the first half
     assert np.array_equal(np.concatenate(shards), expected[:50_000])
     # documents run on across boundaries: here both boundaries fall inside a document
-    assert shards[1][0] != fineweb.EOT_TOKEN and shards[2][0] != fineweb.EOT_TOKEN
+    assert shards[1][0] != storage.EOT_TOKEN and shards[2][0] != storage.EOT_TOKEN
     assert "3 shards (1 val + 2 train), 50,000 tokens" in stdout and "ran out" not in stdout
 
     manifest = manifest_of(out)
@@ -163,7 +191,7 @@ def test_shards_are_the_tokenized_documents(tmp_path, enc, texts, corpus, kind):
     places = document_places(corpus[kind], len(texts))
     for k, entry in enumerate(manifest["shards"]):
         assert entry["file"] == names[k] and entry["tokens"] == len(shards[k])
-        assert entry["documents"] == np.count_nonzero(shards[k] == fineweb.EOT_TOKEN)
+        assert entry["documents"] == np.count_nonzero(shards[k] == storage.EOT_TOKEN)
         last_token = 20_000 * k + len(shards[k]) - 1  # where the shard ends in the whole stream
         document = int(np.searchsorted(starts, last_token, side="right")) - 1
         end = entry["end"]
@@ -191,13 +219,19 @@ def test_the_order_does_not_depend_on_the_workers(tmp_path, corpus, kind):
             workers,
         )
         assert code == 0, err
-        outputs.append({name: (out / name).read_bytes() for name in shards_of(out)} | {"m": manifest_of(out)})
+        outputs.append(
+            {name: (out / name).read_bytes() for name in shards_of(out)} | {"m": manifest_of(out)}
+        )
     assert len(outputs[0]) == 13 and outputs[0] == outputs[1]
 
 
 def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
     shakespeare = require_shared_data(SHAKESPEARE_TXT).read_text(encoding="utf-8")
-    pieces = {"c.txt": shakespeare[:9000], "a.txt": shakespeare[9000:20000], "b.txt": "\n\nShort one.\n"}
+    pieces = {
+        "c.txt": shakespeare[:9000],
+        "a.txt": shakespeare[9000:20000],
+        "b.txt": "\n\nShort one.\n",
+    }
     for name, text in pieces.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
     out = tmp_path / "out"
@@ -216,21 +250,30 @@ def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
     assert code == 0, err
     expected, _ = token_stream(enc, [pieces[name] for name in sorted(pieces)])
     assert len(expected) < 20_000
-    shards = fineweb.list_shards(out, "val") + fineweb.list_shards(out, "train")
+    shards = storage.list_shards(out, "val") + storage.list_shards(out, "train")
     tokens = [np.load(p) for p in shards]
     assert np.array_equal(np.concatenate(tokens), expected)
-    assert [len(t) for t in tokens[:-1]] == [2000] * (len(tokens) - 1) and 0 < len(tokens[-1]) <= 2000
+    assert [len(t) for t in tokens[:-1]] == [2000] * (len(tokens) - 1) and 0 < len(
+        tokens[-1]
+    ) <= 2000
     assert f"the input ran out after {len(expected):,} tokens, before the 20K budget" in stdout
     manifest = manifest_of(out)
     assert manifest["complete"] and manifest["input_exhausted"]
     assert run("--verify", out)[0] == 0
 
 
-def test_the_hub_path_streams_its_files_through_the_same_code(tmp_path, corpus, good_dir, monkeypatch):
-    """The hub's file listing needs the network; the rest (fsspec URLs, parquet row groups) runs here on local
-    files, and a resumed run reads the files its manifest lists without asking the hub again."""
+def test_the_hub_path_streams_its_files_through_the_same_code(
+    tmp_path, corpus, good_dir, monkeypatch
+):
+    """The hub's file listing needs the network; the rest (fsspec URLs, parquet row groups) runs
+    here on local files, and a resumed run reads the files its manifest lists without asking the hub
+    again."""
     files = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))
-    monkeypatch.setattr(fineweb, "hub_input", lambda config: {"kind": "parquet", "files": [f.as_uri() for f in files]})
+    monkeypatch.setattr(
+        fineweb,
+        "hub_input",
+        lambda config: {"kind": "parquet", "files": [f.as_uri() for f in files]},
+    )
     out = tmp_path / "out"
     interrupt_on_shard(monkeypatch, 2)
     assert run("--output-dir", out, *SMALL)[0] == 130
@@ -245,21 +288,24 @@ def test_the_hub_path_streams_its_files_through_the_same_code(tmp_path, corpus, 
         "split": "train",
     }
     assert manifest["input"] == {"kind": "parquet", "files": [f.as_uri() for f in files]}
-    assert all((out / name).read_bytes() == (good_dir / name).read_bytes() for name in shards_of(good_dir))
+    assert all(
+        (out / name).read_bytes() == (good_dir / name).read_bytes() for name in shards_of(good_dir)
+    )
 
 
-def test_tokenize_documents_matches_encode_ordinary(enc):
-    texts = ["plain text", "<|endoftext|> is text here, not a special token", "", "ünïcødé ☃"]
-    tokens, lengths = fineweb.tokenize_documents(texts)
-    expected, expected_lengths = token_stream(enc, texts)
-    assert tokens.dtype == np.uint16
-    assert np.array_equal(tokens, expected) and np.array_equal(lengths, expected_lengths)
+def test_tokenize_matches_encode_ordinary(enc):
+    for text in ["plain text", "<|endoftext|> is text here, not a special token", "", "ünïcødé ☃"]:
+        tokens = fineweb.tokenize(text)
+        assert tokens.dtype == np.uint16
+        assert tokens.tolist() == [storage.EOT_TOKEN, *enc.encode_ordinary(text)]
 
 
 def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch):
-    """A worker reads its next unit only once the main process has taken most of its results: streaming from
-    the hub stays streaming."""
-    parquet = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))[0]  # five row groups of 16 documents
+    """A worker reads its next unit only once the main process has taken most of its results:
+    streaming from the hub stays streaming."""
+    parquet = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))[
+        0
+    ]  # five row groups of 16 documents
     source = {"kind": "parquet", "files": [str(parquet)] * 10}
     log, read_unit = tmp_path / "units", fineweb.read_unit
 
@@ -270,10 +316,10 @@ def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch
 
     monkeypatch.setattr(fineweb, "read_unit", logged_read_unit)
     with fineweb.Tokenizers(2) as tokenizers:
-        chunks = tokenizers.tokenize(source, "text")
+        chunks = tokenizers.tokenize(source, "text", None)
         first = next(chunks)
         time.sleep(1)  # time enough to read all 50 units
-        # per worker: CHUNKS_AHEAD results waiting, one in the pipe (small chunks: a few), one in the making
+        # per worker: CHUNKS_AHEAD results waiting, a few small ones in the pipe, one being made
         assert len(log.read_text().splitlines()) <= 2 * (fineweb.CHUNKS_AHEAD + 6) < 50
         units = [chunk.unit for chunk in [first, *chunks]]  # one chunk per row group, in order
     assert units == list(fineweb.work_units(source)) and len(units) == 50
@@ -282,16 +328,16 @@ def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch
 def test_a_dead_worker_is_an_error_not_a_hang(corpus):
     with fineweb.Tokenizers(1) as tokenizers:
         tokenizers.workers[0].process.kill()
-        with pytest.raises(fineweb.FinewebError, match="tokenizer process .* died"):
-            list(tokenizers.tokenize(fineweb.local_input([corpus["parquet"]]), "text"))
+        with pytest.raises(storage.DataError, match="tokenizer process .* died"):
+            list(tokenizers.tokenize(fineweb.local_input([corpus["parquet"]]), "text", None))
 
 
 def test_reference_layout():
     parse = fineweb.parse_token_count
     config = fineweb.ShardingConfig(tokens=parse("10B"), shard_size=parse("100M"))
     assert config.num_shards == 100 and config.shard_tokens(99) == 100_000_000
-    assert fineweb.shard_name(0) == "edufineweb_val_000000.npy"
-    assert fineweb.shard_name(99) == "edufineweb_train_000099.npy"
+    assert storage.shard_name(0) == "edufineweb_val_000000.npy"
+    assert storage.shard_name(99) == "edufineweb_train_000099.npy"
     assert fineweb.ShardingConfig(tokens=250, shard_size=100).shard_tokens(2) == 50
 
 
@@ -325,7 +371,12 @@ def test_help_lists_every_flag():
         "--verify",
     ]
     assert all(flag in out for flag in flags)
-    assert "HuggingFaceFW/fineweb-edu" in out and "sample-10BT" in out and "100M" in out and "10M" in out
+    assert (
+        "HuggingFaceFW/fineweb-edu" in out
+        and "sample-10BT" in out
+        and "100M" in out
+        and "10M" in out
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -334,64 +385,77 @@ def test_help_lists_every_flag():
 
 def test_list_shards_sorted_by_index(tmp_path):
     for index in [10, 2, 1, 0]:
-        np.save(tmp_path / fineweb.shard_name(index), np.zeros(4, np.uint16))
+        np.save(tmp_path / storage.shard_name(index), np.zeros(4, np.uint16))
     (tmp_path / "notes.npy").write_bytes(b"")
-    assert [p.name for p in fineweb.list_shards(tmp_path, "train")] == [
+    assert [p.name for p in storage.list_shards(tmp_path, "train")] == [
         "edufineweb_train_000001.npy",
         "edufineweb_train_000002.npy",
         "edufineweb_train_000010.npy",
     ]
-    assert [p.name for p in fineweb.list_shards(str(tmp_path), "val")] == ["edufineweb_val_000000.npy"]
+    assert [p.name for p in storage.list_shards(str(tmp_path), "val")] == [
+        "edufineweb_val_000000.npy"
+    ]
     with pytest.raises(ValueError):
-        fineweb.list_shards(tmp_path, "test")
+        storage.list_shards(tmp_path, "test")
 
 
 def test_list_shards_says_how_to_make_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python fineweb.py") as missing:
-        fineweb.list_shards(tmp_path / "nowhere", "train")
+    with pytest.raises(storage.DataError, match="python fineweb.py") as missing:
+        storage.list_shards(tmp_path / "nowhere", "train")
     assert str((tmp_path / "nowhere").resolve()) in str(missing.value)
-    with pytest.raises(FileNotFoundError, match="no train shards.*python fineweb.py"):
-        fineweb.list_shards(tmp_path, "train")
+    with pytest.raises(storage.DataError, match="no train shards.*python fineweb.py"):
+        storage.list_shards(tmp_path, "train")
 
 
 def test_open_and_load_shard_are_checked_uint16_memmaps(tmp_path, good_dir):
-    for read in (fineweb.open_shard, fineweb.load_shard):
+    for read in (storage.open_shard, storage.load_shard):
         tokens = read(good_dir / "edufineweb_val_000000.npy")
-        assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and tokens.shape == (20_000,)
+        assert (
+            isinstance(tokens, np.memmap)
+            and tokens.dtype == np.uint16
+            and tokens.shape == (20_000,)
+        )
         assert not tokens.flags.writeable
     np.save(tmp_path / "wide.npy", np.zeros(10, np.int32))
     np.save(tmp_path / "square.npy", np.zeros((2, 2), np.uint16))
     np.save(tmp_path / "edufineweb_train_000003.npy", np.array([1, 60_000, 2], np.uint16))
     for name in ["wide.npy", "square.npy"]:
-        with pytest.raises(fineweb.FinewebError, match=name):
-            fineweb.load_shard(tmp_path / name)
-    assert len(fineweb.open_shard(tmp_path / "edufineweb_train_000003.npy")) == 3  # the ids are not read
-    with pytest.raises(ValueError) as outside:  # a FinewebError is a ValueError
-        fineweb.load_shard(tmp_path / "edufineweb_train_000003.npy")
+        with pytest.raises(storage.DataError, match=name):
+            storage.load_shard(tmp_path / name)
+    assert (
+        len(storage.open_shard(tmp_path / "edufineweb_train_000003.npy")) == 3
+    )  # the ids are not read
+    with pytest.raises(ValueError) as outside:  # a DataError is a ValueError
+        storage.load_shard(tmp_path / "edufineweb_train_000003.npy")
     message = str(outside.value)
-    assert "edufineweb_train_000003.npy: token id 60000 is outside the gpt2 vocabulary (50257)" in message
+    assert (
+        "edufineweb_train_000003.npy: token id 60000 is outside the gpt2 vocabulary (50257)"
+        in message
+    )
     assert f"python fineweb.py --verify {tmp_path}" in message
 
 
-def test_shard_lengths_come_from_the_headers_and_agree_with_the_manifest(tmp_path, good_dir):
-    assert fineweb.read_manifest(good_dir)["complete"]
-    assert fineweb.shard_lengths(good_dir, "val") == [(good_dir / "edufineweb_val_000000.npy", 20_000)]
+def test_scan_shards_come_from_the_headers_and_agree_with_the_manifest(tmp_path, good_dir):
+    assert storage.read_manifest(good_dir)["complete"]
+    assert storage.scan_shards(good_dir).val == [(good_dir / "edufineweb_val_000000.npy", 20_000)]
     train = [good_dir / "edufineweb_train_000001.npy", good_dir / "edufineweb_train_000002.npy"]
-    assert fineweb.shard_lengths(str(good_dir), "train") == [(train[0], 20_000), (train[1], 10_000)]
+    assert storage.scan_shards(str(good_dir)).train == [(train[0], 20_000), (train[1], 10_000)]
     hand_made = tmp_path / "hand_made"
     hand_made.mkdir()
     for index, length in enumerate([5, 7]):
-        np.save(hand_made / fineweb.shard_name(index), np.zeros(length, np.uint16))
-    assert fineweb.read_manifest(hand_made) is None
-    assert fineweb.shard_lengths(hand_made, "train") == [(hand_made / "edufineweb_train_000001.npy", 7)]
+        np.save(hand_made / storage.shard_name(index), np.zeros(length, np.uint16))
+    assert storage.read_manifest(hand_made) is None
+    assert storage.scan_shards(hand_made).train == [(hand_made / "edufineweb_train_000001.npy", 7)]
 
 
-def test_shard_lengths_refuses_an_incomplete_directory(tmp_path, good_dir):
+def test_scan_shards_refuses_an_incomplete_directory(tmp_path, good_dir):
     out = copy_of(good_dir, tmp_path)
     edit_manifest(out, lambda manifest: manifest.update(complete=False))
-    with pytest.raises(fineweb.FinewebError, match="incomplete") as incomplete:
-        fineweb.shard_lengths(out, "train")
-    assert str(out) in str(incomplete.value) and "rerun the same `python fineweb.py` command" in str(incomplete.value)
+    with pytest.raises(storage.DataError, match="incomplete") as incomplete:
+        storage.scan_shards(out)
+    assert str(out) in str(
+        incomplete.value
+    ) and "rerun the same `python fineweb.py` command" in str(incomplete.value)
 
 
 @pytest.mark.parametrize(
@@ -403,7 +467,7 @@ def test_shard_lengths_refuses_an_incomplete_directory(tmp_path, good_dir):
         ("extra", ["edufineweb_train_000003.npy: not in manifest.json"]),
     ],
 )
-def test_shard_lengths_names_the_shard_that_disagrees(tmp_path, good_dir, damage, fragments):
+def test_scan_shards_names_the_shard_that_disagrees(tmp_path, good_dir, damage, fragments):
     out = copy_of(good_dir, tmp_path)
     shard = out / "edufineweb_train_000002.npy"
     if damage == "missing":
@@ -414,8 +478,8 @@ def test_shard_lengths_names_the_shard_that_disagrees(tmp_path, good_dir, damage
         shard.write_bytes(shard.read_bytes()[:-100])
     else:
         shutil.copy(shard, out / "edufineweb_train_000003.npy")
-    with pytest.raises(fineweb.FinewebError) as problem:
-        fineweb.shard_lengths(out, "train")
+    with pytest.raises(storage.DataError) as problem:
+        storage.scan_shards(out)
     assert all(fragment in str(problem.value) for fragment in fragments), problem.value
 
 
@@ -431,8 +495,8 @@ def test_shard_lengths_names_the_shard_that_disagrees(tmp_path, good_dir, damage
 def test_a_malformed_manifest_is_a_clear_error(tmp_path, corpus, good_dir, change, fragment):
     out = copy_of(good_dir, tmp_path)
     edit_manifest(out, change)
-    for read in (fineweb.read_manifest, lambda d: fineweb.shard_lengths(d, "train")):
-        with pytest.raises(fineweb.FinewebError, match="manifest.json is malformed") as malformed:
+    for read in (storage.read_manifest, lambda d: storage.scan_shards(d).train):
+        with pytest.raises(storage.DataError, match="manifest.json is malformed") as malformed:
             read(out)
         assert fragment in str(malformed.value)
     code, _, err = run("--data-files", corpus["parquet"], "--output-dir", out, *SMALL)
@@ -525,7 +589,7 @@ def assert_same_output(out, reference):
 
 
 def wait_for_shards(process, out, count, timeout=120):
-    """Poll until the manifest lists `count` shards (then the run is still going, with more to write)."""
+    """Poll until the manifest lists `count` shards (the run still going, with more to write)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -539,7 +603,7 @@ def wait_for_shards(process, out, count, timeout=120):
 
 
 def interrupt_on_shard(monkeypatch, number):
-    """Make np.save raise KeyboardInterrupt (as Ctrl-C would) when it writes the run's `number`-th shard."""
+    """Make np.save raise KeyboardInterrupt (as Ctrl-C would) at the run's `number`-th shard."""
     real_save, saves = np.save, 0
 
     def save(file, array, *args, **kwargs):
@@ -557,7 +621,9 @@ def test_rerun_of_a_complete_directory_does_nothing(corpus, good_dir):
     before = {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir() if p.name != ".fineweb.lock"}
     code, out, err = run("--data-files", corpus["parquet"], "--output-dir", good_dir, *SMALL)
     assert code == 0 and "already complete" in out, err
-    assert {p.name: p.stat().st_mtime_ns for p in good_dir.iterdir() if p.name != ".fineweb.lock"} == before
+    assert {
+        p.name: p.stat().st_mtime_ns for p in good_dir.iterdir() if p.name != ".fineweb.lock"
+    } == before
 
 
 def test_interrupted_runs_resume_exactly(tmp_path, big_parquet, big_reference, monkeypatch):
@@ -567,17 +633,22 @@ def test_interrupted_runs_resume_exactly(tmp_path, big_parquet, big_reference, m
     code, _, err = run(*args)
     assert code == 130 and "rerun the same command" in err
     assert len(manifest_of(out)["shards"]) == 5 and leftovers(out) == []
-    # what a SIGKILL can leave: temporaries, and a shard renamed into place that the manifest doesn't list yet
+    # what a SIGKILL can leave: temporaries, and a shard in place that the manifest doesn't list yet
     (out / "edufineweb_train_000005.npy").write_bytes(b"not listed in the manifest")
-    (out / "edufineweb_train_000006.npy.tmp").write_bytes(b"stale")
-    (out / "manifest.json.tmp").write_bytes(b"stale")
-    interrupt_on_shard(monkeypatch, 40)  # the resumed run is interrupted too, far from where it started
+    (out / ".edufineweb_train_000006.npy.0123abcd.tmp").write_bytes(b"stale")
+    (out / ".manifest.json.89abcdef.tmp").write_bytes(b"stale")
+    interrupt_on_shard(
+        monkeypatch, 40
+    )  # the resumed run is interrupted too, far from where it started
     assert run(*args)[0] == 130
     assert len(manifest_of(out)["shards"]) == 44
     monkeypatch.undo()
     code, stdout, err = run(*args)
     assert code == 0, err
-    assert "75 shards (1 val + 74 train), 3,000,000 tokens" in stdout and "this run: 1,240,000 tokens" in stdout
+    assert (
+        "75 shards (1 val + 74 train), 3,000,000 tokens" in stdout
+        and "this run: 1,240,000 tokens" in stdout
+    )
     assert_same_output(out, big_reference)
 
 
@@ -594,7 +665,9 @@ def test_resume_refuses_when_the_input_changed(tmp_path, texts, monkeypatch):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(tmp_path, big_parquet, big_reference, sig):
+def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(
+    tmp_path, big_parquet, big_reference, sig
+):
     out = tmp_path / "out"
     args = ["--data-files", big_parquet, "--output-dir", out, *BIG]
     process = run_script(*args)
@@ -602,13 +675,19 @@ def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(tmp
     code, _, err = run(*args)  # a second run into the same directory, while the first is writing
     assert_error(code, err, f"{out} is being written by another fineweb.py run (pid {process.pid})")
     process.send_signal(sig)
-    _, err = process.communicate(timeout=60)  # returns once the tokenizer processes, too, have exited
+    _, err = process.communicate(
+        timeout=60
+    )  # returns once the tokenizer processes, too, have exited
     partial = manifest_of(out)
     assert not partial["complete"] and 2 <= len(partial["shards"]) < 75
     if sig == signal.SIGINT:
-        assert process.returncode == 130 and "rerun the same command" in err and "Traceback" not in err
+        assert (
+            process.returncode == 130 and "rerun the same command" in err and "Traceback" not in err
+        )
         assert leftovers(out) == []
-    assert (out / ".fineweb.lock").read_text().strip() == str(process.pid)  # a stale lock does not block
+    assert (out / ".fineweb.lock").read_text().strip() == str(
+        process.pid
+    )  # a stale lock does not block
     code, stdout, err = run(*args)
     assert code == 0, err
     assert_same_output(out, big_reference)
@@ -621,22 +700,32 @@ def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(tmp
 def assert_error(code, err, *fragments):
     assert code == 1, err
     assert "Traceback" not in err and "KeyError" not in err
-    assert any(line.startswith("error: ") for line in err.splitlines()), err  # after a progress bar, perhaps
+    assert any(line.startswith("error: ") for line in err.splitlines()), (
+        err
+    )  # after a progress bar, perhaps
     for fragment in fragments:
         assert fragment in err, err
 
 
 def test_unknown_dataset_offline_points_to_data_files(tmp_path):
     process = run_script(
-        "--dataset", "nobody/no-such-dataset-xyz", "--output-dir", tmp_path / "out", env={"HF_HUB_OFFLINE": "1"}
+        "--dataset",
+        "nobody/no-such-dataset-xyz",
+        "--output-dir",
+        tmp_path / "out",
+        env={"HF_HUB_OFFLINE": "1"},
     )
     _, err = process.communicate(timeout=120)
-    assert_error(process.returncode, err, "nobody/no-such-dataset-xyz", "--data-files", "HF_HUB_OFFLINE=1")
+    assert_error(
+        process.returncode, err, "nobody/no-such-dataset-xyz", "--data-files", "HF_HUB_OFFLINE=1"
+    )
     assert not (tmp_path / "out").exists()  # the failed run removed the directory it made
 
 
 def test_no_file_matches(tmp_path):
-    code, _, err = run("--data-files", tmp_path / "*.parquet", "--output-dir", tmp_path / "out", *SMALL)
+    code, _, err = run(
+        "--data-files", tmp_path / "*.parquet", "--output-dir", tmp_path / "out", *SMALL
+    )
     assert_error(code, err, "no file matches --data-files", "*.parquet")
     assert not (tmp_path / "out").exists()
 
@@ -649,7 +738,9 @@ def test_mixed_and_unknown_file_kinds(tmp_path, corpus):
     assert_error(code, err, "mixes")
     code, _, err = run("--data-files", tmp_path / "*.xml", "--output-dir", tmp_path / "out", *SMALL)
     assert_error(code, err, "cannot read .xml files")
-    code, _, err = run("--data-files", tmp_path / "*.parquet", "--output-dir", tmp_path / "out", *SMALL)
+    code, _, err = run(
+        "--data-files", tmp_path / "*.parquet", "--output-dir", tmp_path / "out", *SMALL
+    )
     assert_error(code, err, "a.parquet as parquet")
     assert not (tmp_path / "out").exists()
 
@@ -657,16 +748,24 @@ def test_mixed_and_unknown_file_kinds(tmp_path, corpus):
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
 def test_missing_text_column_names_the_columns(tmp_path, corpus, kind):
     out = tmp_path / "out"
-    code, _, err = run("--data-files", corpus[kind], "--text-column", "body", "--output-dir", out, *SMALL)
+    code, _, err = run(
+        "--data-files", corpus[kind], "--text-column", "body", "--output-dir", out, *SMALL
+    )
     assert_error(code, err, "no column 'body'", "--text-column")
-    assert ("text, id" in err) if kind == "parquet" else ("text, score, reasoning, decision, error" in err)
+    assert (
+        ("text, id" in err)
+        if kind == "parquet"
+        else ("text, score, reasoning, decision, error" in err)
+    )
     assert not out.exists()
 
 
 @pytest.mark.parametrize("bad, kind", [(4, "int"), (None, "NoneType"), (["a list"], "list")])
 def test_non_string_text_names_the_document(tmp_path, bad, kind):
     data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["one", "two", "three", bad, "five"]))
+    data.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ["one", "two", "three", bad, "five"])
+    )
     out = tmp_path / "out"
     code, _, err = run("--data-files", data, "--output-dir", out, *SMALL)
     assert_error(code, err, f"docs.jsonl, document 3: column 'text' holds {kind}, not text")
@@ -682,50 +781,99 @@ def test_empty_input(tmp_path, name, content):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("content, tokens", [("", "1 token(s)"), ("Too short.", "4 token(s)")])
-def test_input_too_small_for_a_train_token(tmp_path, content, tokens):
+@pytest.mark.parametrize(
+    "content, tokens, advice",
+    [
+        ("", "1 token(s)", "; use more input"),
+        ("Too short.", "4 token(s)", "a smaller --shard-size (below 4) or more"),
+    ],
+)
+def test_input_too_small_for_a_train_token(tmp_path, content, tokens, advice):
     (tmp_path / "only.txt").write_text(content)
     out = tmp_path / "out"
     code, _, err = run("--data-files", tmp_path / "only.txt", "--output-dir", out, *SMALL)
-    assert_error(code, err, f"the input holds only {tokens} in 1 document(s)", "a smaller --shard-size")
+    assert_error(code, err, f"the input holds only {tokens} in 1 document(s)", advice)
     assert not out.exists()
 
 
 def test_input_of_exactly_one_val_shard_writes_nothing(tmp_path, corpus):
-    """150 documents are 89,438 tokens: at --shard-size 100K not even the val shard fills; at 89,438 it fills,
-    with nothing left to train on. Either way nothing is written, and the message says what to change."""
+    """150 documents are 89,438 tokens: at --shard-size 100K not even the val shard fills; at 89,438
+    it fills, with nothing left to train on. Either way nothing is written, and the message says
+    what to change."""
     for shard_size in ["100K", "89438"]:
         out = tmp_path / f"out{shard_size}"
         code, _, err = run(
-            "--data-files", corpus["csv"], "--output-dir", out, "--tokens", "1M", "--shard-size", shard_size
+            "--data-files",
+            corpus["csv"],
+            "--output-dir",
+            out,
+            "--tokens",
+            "1M",
+            "--shard-size",
+            shard_size,
         )
         assert_error(
-            code, err, "the input holds only 89,438 token(s) in 150 document(s)", "--shard-size (below 89,438)"
+            code,
+            err,
+            "the input holds only 89,438 token(s) in 150 document(s)",
+            "--shard-size (below 89,438)",
         )
         assert not out.exists()
     kept = tmp_path / "kept"
     kept.mkdir()  # a directory the run did not make stays
-    assert run("--data-files", corpus["csv"], "--output-dir", kept, "--tokens", "1M", "--shard-size", "100K")[0] == 1
+    assert (
+        run(
+            "--data-files",
+            corpus["csv"],
+            "--output-dir",
+            kept,
+            "--tokens",
+            "1M",
+            "--shard-size",
+            "100K",
+        )[0]
+        == 1
+    )
     assert kept.is_dir() and shards_of(kept) == [] and not (kept / "manifest.json").exists()
 
 
 @pytest.mark.parametrize("tokens", ["5K", "20K"])
 def test_budget_of_at_most_one_shard(tmp_path, corpus, tokens):
     out = tmp_path / "out"
-    code, _, err = run("--data-files", corpus["jsonl"], "--output-dir", out, "--tokens", tokens, "--shard-size", "20K")
+    code, _, err = run(
+        "--data-files",
+        corpus["jsonl"],
+        "--output-dir",
+        out,
+        "--tokens",
+        tokens,
+        "--shard-size",
+        "20K",
+    )
     assert_error(code, err, "--shard-size", "validation")
     assert not out.exists()
 
 
 def test_unwritable_output_dir(tmp_path, corpus):
     (tmp_path / "a_file").write_text("")
-    code, _, err = run("--data-files", corpus["jsonl"], "--output-dir", tmp_path / "a_file" / "out", *SMALL)
+    code, _, err = run(
+        "--data-files", corpus["jsonl"], "--output-dir", tmp_path / "a_file" / "out", *SMALL
+    )
     assert_error(code, err, "cannot write to the output directory")
 
 
 def test_other_settings_are_refused_unless_overwrite(tmp_path, corpus, good_dir):
     out = copy_of(good_dir, tmp_path)
-    args = ["--data-files", corpus["parquet"], "--output-dir", out, "--tokens", "60K", "--shard-size", "20K"]
+    args = [
+        "--data-files",
+        corpus["parquet"],
+        "--output-dir",
+        out,
+        "--tokens",
+        "60K",
+        "--shard-size",
+        "20K",
+    ]
     code, _, err = run(*args)
     assert_error(code, err, "other settings", "tokens: 50000 there, 60000 here", "--overwrite")
     assert shards_of(out) == shards_of(good_dir)
@@ -753,7 +901,10 @@ def test_disk_full_leaves_a_consistent_directory(tmp_path, corpus, good_dir, mon
     args = ["--data-files", corpus["parquet"], "--output-dir", out, *SMALL]
     code, _, err = run(*args)
     assert_error(code, err, "No space left on device", "edufineweb_train_000002.npy", "rerun")
-    assert shards_of(out) == ["edufineweb_train_000001.npy", "edufineweb_val_000000.npy"] and leftovers(out) == []
+    assert (
+        shards_of(out) == ["edufineweb_train_000001.npy", "edufineweb_val_000000.npy"]
+        and leftovers(out) == []
+    )
     listed = [entry["file"] for entry in manifest_of(out)["shards"]]
     assert listed == ["edufineweb_val_000000.npy", "edufineweb_train_000001.npy"]
     monkeypatch.undo()
@@ -773,3 +924,65 @@ def test_bench_times_fineweb_against_the_tokenizer_ceiling(corpus, texts):
     timing = bench.time_tokenizing([corpus["parquet"]], workers=1, tokens=50_000, shard_size=20_000)
     assert timing.tokens_per_second > 1e4 and timing.ceiling > 1e4
     assert 0 < timing.main_cpu_seconds < 60 and 50 * 2**20 < timing.peak_rss_bytes < 2**31
+
+
+# -----------------------------------------------------------------------------
+# limits: a shard larger than memory, a full disk at the first shard
+
+
+def _error_lines(err):
+    return [line for line in err.splitlines() if line.startswith("error: ")]
+
+
+def test_shard_larger_than_memory_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "doc.txt").write_text("A document.")
+    out = tmp_path / "out"
+    args = [
+        "--tokens",
+        "2000000B",
+        "--shard-size",
+        "1000000B",
+    ]  # a 2 PB buffer: more than any machine has
+    code, _, err = run("--data-files", tmp_path / "doc.txt", "--output-dir", out, *args)
+    assert_error(
+        code,
+        err,
+        "--shard-size 1,000,000,000,000,000 needs a 1,862,645.1 GiB buffer",
+        "lower --shard-size",
+    )
+    assert len(_error_lines(err)) == 1 and not out.exists()
+
+
+def test_disk_full_at_the_first_shard_removes_the_directory_it_made(tmp_path, corpus, monkeypatch):
+    def disk_full(file, array, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fineweb.np, "save", disk_full)
+    out = tmp_path / "out"
+    code, _, err = run("--data-files", corpus["parquet"], "--output-dir", out, *SMALL)
+    assert_error(code, err, "No space left on device", "edufineweb_val_000000.npy")
+    assert len(_error_lines(err)) == 1 and not out.exists()
+
+
+def test_disk_full_after_the_val_shard_is_continued_by_the_same_command(
+    tmp_path, corpus, good_dir, monkeypatch
+):
+    """The val shard is written, the manifest that would list it is not: the rerun rewrites it."""
+    out = tmp_path / "out"
+    atomic_write = fineweb.storage.atomic_write
+
+    def no_room_for_the_manifest(path, write):
+        if Path(path).name == "manifest.json" and shards_of(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        atomic_write(path, write)
+
+    monkeypatch.setattr(fineweb.storage, "atomic_write", no_room_for_the_manifest)
+    args = ["--data-files", corpus["parquet"], "--output-dir", out, *SMALL]
+    code, _, err = run(*args)
+    assert_error(code, err, "No space left on device", "rerun the same command")
+    assert len(_error_lines(err)) == 1
+    assert shards_of(out) == ["edufineweb_val_000000.npy"] and manifest_of(out)["shards"] == []
+    monkeypatch.undo()
+    code, _, err = run(*args)
+    assert code == 0, err
+    assert_same_output(out, good_dir)

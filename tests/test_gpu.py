@@ -1,10 +1,10 @@
-"""The CUDA path, where only a GPU can show it: compiled bf16 training with every evaluation, SIGTERM and
-resume, NCCL under torchrun, the CLIs on CUDA, bench.py's MFU and the peak-FLOPs table.
+"""The CUDA path, where only a GPU can show it: compiled bf16 training with every evaluation,
+SIGTERM and resume, NCCL under torchrun, the CLIs on CUDA, bench.py's MFU and the peak-FLOPs table.
 
     python -m pytest -m gpu        # on a machine with an NVIDIA GPU; about 5 minutes on one H100
 
-Without CUDA every test here is skipped. Some CUDA kernels are not bitwise deterministic, so a resumed
-run is compared with the spread between two uninterrupted ones.
+Without CUDA every test here is skipped. Some CUDA kernels are not bitwise deterministic, so a
+resumed run is compared with the spread between two uninterrupted ones.
 """
 
 import os
@@ -19,67 +19,124 @@ import numpy as np
 import pytest
 import torch
 
-import fineweb
-import gpt2
+import runtime
+import storage
 from conftest import ROOT
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run `python -m pytest -m gpu` on a GPU)"),
+    pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs CUDA (run `python -m pytest -m gpu` on a GPU)"
+    ),
 ]
 
 TRAIN = str(ROOT / "train_gpt2.py")
-# A tiny model at a real GPU's defaults (bf16, compile unless --no-compile): 4 micro-steps of 16 x 128.
-TINY = ["--model", "tiny", "--total-batch-size", "8192", "--micro-batch-size", "16", "--seq-len", "128"]
-TINY += ["--max-lr", "3e-3", "--val-tokens", "16384", "--hellaswag-every", "0", "--sample-every", "0"]
+# A tiny model at a real GPU's defaults (bf16, compile unless --no-compile): 4 micro-steps of
+# 16 x 128.
+TINY = [
+    "--model",
+    "tiny",
+    "--total-batch-size",
+    "8192",
+    "--micro-batch-size",
+    "16",
+    "--seq-len",
+    "128",
+]
+TINY += [
+    "--max-lr",
+    "3e-3",
+    "--val-tokens",
+    "16384",
+    "--hellaswag-every",
+    "0",
+    "--sample-every",
+    "0",
+]
 
 
 def run(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
 def read_log(log_dir: Path) -> dict[tuple[int, str], float]:
     return {
-        (int(s), k): float(v) for s, k, v in (line.split() for line in (log_dir / "log.txt").read_text().splitlines())
+        (int(s), k): float(v)
+        for s, k, v in (line.split() for line in (log_dir / "log.txt").read_text().splitlines())
     }
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> Path:
-    """Random-token shards, as hand-made ones are (no manifest): a 64K val shard and four 256K train shards."""
+    """Random-token shards, as hand-made ones are (no manifest): a 64K val shard, four 256K train
+    shards."""
     directory = tmp_path_factory.mktemp("shards")
     rng = np.random.default_rng(0)
     for index, size in enumerate([65536] + [262144] * 4):
-        np.save(directory / fineweb.shard_name(index), rng.integers(0, 50257, size, dtype=np.uint16))
+        np.save(
+            directory / storage.shard_name(index), rng.integers(0, 50257, size, dtype=np.uint16)
+        )
     return directory
 
 
 @pytest.fixture(scope="module")
 def hellaswag_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("hellaswag")
-    (directory / "hellaswag_val.jsonl").write_bytes((ROOT / "tests" / "data" / "hellaswag_sample.jsonl").read_bytes())
+    (directory / "hellaswag_val.jsonl").write_bytes(
+        (ROOT / "tests" / "data" / "hellaswag_sample.jsonl").read_bytes()
+    )
     return directory
 
 
 def test_compiled_bf16_run_with_every_evaluation_and_a_checkpoint(shards, hellaswag_dir, tmp_path):
-    args = ["--model", "small", "--total-batch-size", "65536", "--micro-batch-size", "16", "--seq-len", "512"]
-    args += ["--max-steps", "20", "--eval-every", "10", "--val-tokens", "32768", "--checkpoint-every", "10"]
-    args += ["--data-dir", str(shards), "--log-dir", str(tmp_path), "--hellaswag-data-dir", str(hellaswag_dir)]
+    args = [
+        "--model",
+        "small",
+        "--total-batch-size",
+        "65536",
+        "--micro-batch-size",
+        "16",
+        "--seq-len",
+        "512",
+    ]
+    args += [
+        "--max-steps",
+        "20",
+        "--eval-every",
+        "10",
+        "--val-tokens",
+        "32768",
+        "--checkpoint-every",
+        "10",
+    ]
+    args += [
+        "--data-dir",
+        str(shards),
+        "--log-dir",
+        str(tmp_path),
+        "--hellaswag-data-dir",
+        str(hellaswag_dir),
+    ]
     out = run([sys.executable, TRAIN, *args]).stdout
     assert "bf16, compile True" in out
     log = read_log(tmp_path)
     assert {(s, k) for s in (0, 10, 20) for k in ("val", "hella")} <= log.keys()
-    assert log[19, "train"] < log[0, "train"] - 0.5  # random tokens: it learns the unigram distribution
+    # random tokens: it learns the unigram distribution
+    assert log[19, "train"] < log[0, "train"] - 0.5
     assert out.count("sample 3:") == 3 and re.search(r"mfu \d+\.\d%", out)
     assert (tmp_path / "model_00020.pt").is_file()
 
 
 def interrupted_run(args: list[str], log_dir: Path) -> None:
     """The run, stopped by SIGTERM once step 4 is logged, then the same command again."""
-    process = subprocess.Popen([sys.executable, TRAIN, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    process = subprocess.Popen(
+        [sys.executable, TRAIN, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     deadline = time.time() + 300
     while not (log_dir / "log.txt").exists() or "4 train" not in (log_dir / "log.txt").read_text():
         assert process.poll() is None and time.time() < deadline
@@ -93,7 +150,16 @@ def interrupted_run(args: list[str], log_dir: Path) -> None:
 def test_sigterm_and_resume_match_an_uninterrupted_run(shards, tmp_path):
     logs = {}
     for name in ("first", "second", "resumed"):
-        args = [*TINY, "--no-compile", "--max-steps", "16", "--eval-every", "4", "--checkpoint-every", "100"]
+        args = [
+            *TINY,
+            "--no-compile",
+            "--max-steps",
+            "16",
+            "--eval-every",
+            "4",
+            "--checkpoint-every",
+            "100",
+        ]
         args += ["--data-dir", str(shards), "--log-dir", str(tmp_path / name)]
         if name == "resumed":
             interrupted_run(args, tmp_path / name)
@@ -115,11 +181,24 @@ def test_torchrun_nccl_matches_a_plain_process(shards, tmp_path):
     single, distributed = read_log(tmp_path / "plain"), read_log(tmp_path / "nccl")
     assert single.keys() == distributed.keys()
     for key, value in single.items():
-        assert distributed[key] == pytest.approx(value, abs=2e-3), key  # bf16 and compiled kernels may differ
+        # bf16 and compiled kernels may differ
+        assert distributed[key] == pytest.approx(value, abs=2e-3), key
 
 
 def test_hellaswag_and_sampling_clis_run_on_cuda(shards, hellaswag_dir, tmp_path):
-    run([sys.executable, TRAIN, *TINY, "--max-steps", "2", "--data-dir", str(shards), "--log-dir", str(tmp_path)])
+    run(
+        [
+            sys.executable,
+            TRAIN,
+            *TINY,
+            "--max-steps",
+            "2",
+            "--data-dir",
+            str(shards),
+            "--log-dir",
+            str(tmp_path),
+        ]
+    )
     checkpoint = str(tmp_path / "model_00002.pt")
     hella = run(
         [
@@ -134,12 +213,25 @@ def test_hellaswag_and_sampling_clis_run_on_cuda(shards, hellaswag_dir, tmp_path
         ]
     )
     assert re.search(r"acc_norm: +\d/5 = ", hella.stdout)
-    samples = run([sys.executable, "gpt2.py", "--init-from", checkpoint, "--device", "cuda", "--max-new-tokens", "8"])
+    samples = run(
+        [
+            sys.executable,
+            "gpt2.py",
+            "--init-from",
+            checkpoint,
+            "--device",
+            "cuda",
+            "--max-new-tokens",
+            "8",
+        ]
+    )
     assert samples.stdout.count("Hello, I'm a language model,") == 4
 
 
 def test_bench_final_rung_reports_a_sensible_mfu():
-    out = run([sys.executable, "bench.py", "--rungs", "final", "--micro-batch-size", "16", "--steps", "5"]).stdout
+    out = run(
+        [sys.executable, "bench.py", "--rungs", "final", "--micro-batch-size", "16", "--steps", "5"]
+    ).stdout
     row = next(line for line in out.splitlines() if line.startswith("| + fused AdamW"))
     mfu = float(re.search(r"\| (\d+\.\d)% \|", row).group(1))
     assert 5 < mfu < 90, row
@@ -147,9 +239,7 @@ def test_bench_final_rung_reports_a_sensible_mfu():
 
 def test_peak_flops_table_knows_this_gpu():
     name = torch.cuda.get_device_name()
-    peak = gpt2.peak_bf16_flops("cuda")
-    assert peak == gpt2.peak_bf16_flops_for_name(name)
+    peak = runtime.peak_bf16_flops("cuda")
+    assert peak == runtime.peak_bf16_flops_for_name(name)
     if re.search(r"H100|H200|A100", name):
         assert peak in (312e12, 756e12, 835e12, 989e12), name
-    model = gpt2.GPT(gpt2.MODEL_PRESETS["tiny"]).cuda()
-    assert (model.estimate_mfu(1e6) is None) == (peak is None)

@@ -1,4 +1,4 @@
-"""hellaswag.py: rendering, batched and sharded scoring, torch.compile, the download cache, the CLI."""
+"""hellaswag.py: rendering, batched and sharded scoring, torch.compile, the download cache, CLI."""
 
 import json
 import os
@@ -15,9 +15,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import gpt2
 import hellaswag
 import runtime
+from conftest import save_checkpoint
 from gpt2 import GPT, GPTConfig
 from runtime import Runtime
 
@@ -25,9 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = Path(__file__).resolve().parent / "data" / "hellaswag_sample.jsonl"
 CPU = torch.device("cpu")
 
-NEUTRAL_WORDS = "the a man woman dog house street car table light door chair walks stands looks holds then and".split()
-GOOD_WORDS = "apple river garden music window yellow bread candle forest letter pillow orange".split()
-BAD_WORDS = "engine silver thunder pocket ladder rocket hammer velvet button marble carpet tunnel".split()
+NEUTRAL_WORDS = (
+    "the a man woman dog house street car table light door chair walks stands looks holds then and"
+).split()
+GOOD_WORDS = (
+    "apple river garden music window yellow bread candle forest letter pillow orange".split()
+)
+BAD_WORDS = (
+    "engine silver thunder pocket ladder rocket hammer velvet button marble carpet tunnel".split()
+)
 
 
 def small_model(seed: int = 0) -> GPT:
@@ -48,9 +54,17 @@ def synthetic_examples(n: int, seed: int, learnable: bool = False) -> list[dict]
         label = rng.randrange(4)
         endings = []
         for i in range(4):
-            words = (GOOD_WORDS if i == label else BAD_WORDS) if learnable else GOOD_WORDS + BAD_WORDS
+            words = (
+                (GOOD_WORDS if i == label else BAD_WORDS) if learnable else GOOD_WORDS + BAD_WORDS
+            )
             endings.append(sentence(rng, words, 1, 5) + ".")
-        examples.append({"ctx": sentence(rng, NEUTRAL_WORDS, 2, 10).capitalize(), "endings": endings, "label": label})
+        examples.append(
+            {
+                "ctx": sentence(rng, NEUTRAL_WORDS, 2, 10).capitalize(),
+                "endings": endings,
+                "label": label,
+            }
+        )
     return examples
 
 
@@ -68,7 +82,9 @@ def sample_examples() -> list[dict]:
 
 
 def test_sample_has_endings_of_different_token_counts(enc):
-    lengths = [{len(enc.encode(" " + e)) for e in example["endings"]} for example in sample_examples()]
+    lengths = [
+        {len(enc.encode(" " + e)) for e in example["endings"]} for example in sample_examples()
+    ]
     assert all(len(per_example) > 1 for per_example in lengths)
     assert {example["label"] for example in sample_examples()} == {0, 1, 2, 3}
 
@@ -154,7 +170,9 @@ def expected_losses(enc, mixed_examples) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_batched_scores_equal_one_example_at_a_time(tmp_path, mixed_examples, expected_losses, batch_size):
+def test_batched_scores_equal_one_example_at_a_time(
+    tmp_path, mixed_examples, expected_losses, batch_size
+):
     model = small_model().eval()
     path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples)
     with torch.no_grad():
@@ -180,14 +198,23 @@ def test_batched_scores_equal_one_example_at_a_time(tmp_path, mixed_examples, ex
 
 def test_shards_of_all_ranks_cover_every_example_once(tmp_path, monkeypatch, mixed_examples):
     reductions = []
-    monkeypatch.setattr(runtime.dist, "all_reduce", lambda tensor, op: reductions.append(op))  # unsummed
+    # recorded, not summed
+    monkeypatch.setattr(runtime.dist, "all_reduce", lambda tensor, op: reductions.append(op))
     model = small_model().eval()
     path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples)
-    shards = [hellaswag.evaluate(model, path, Runtime(rank, rank, 3), batch_size=2) for rank in range(3)]
+    shards = [
+        hellaswag.evaluate(model, path, Runtime(rank, rank, 3), batch_size=2) for rank in range(3)
+    ]
     assert reductions == [torch.distributed.ReduceOp.SUM] * 3  # one per rank
     assert [total for _, _, total in shards] == [5, 4, 4]
-    assert tuple(map(sum, zip(*shards, strict=True))) == hellaswag.evaluate(model, path, batch_size=2)
-    assert hellaswag.evaluate(model, path, Runtime(14, 14, 20)) == (0, 0, 0)  # more ranks than examples
+    assert tuple(map(sum, zip(*shards, strict=True))) == hellaswag.evaluate(
+        model, path, batch_size=2
+    )
+    assert hellaswag.evaluate(model, path, Runtime(14, 14, 20)) == (
+        0,
+        0,
+        0,
+    )  # more ranks than examples
 
 
 def test_examples_longer_than_block_size_are_cropped(enc):
@@ -226,7 +253,9 @@ def train_on_labelled_endings(model: GPT, enc, examples: list[dict], steps: int)
 def test_model_that_prefers_the_labelled_ending_scores_high(enc, tmp_path):
     model = small_model(seed=4)
     train_on_labelled_endings(model, enc, synthetic_examples(200, seed=5, learnable=True), steps=12)
-    path = write_jsonl(tmp_path / "learnable.jsonl", synthetic_examples(100, seed=6, learnable=True))
+    path = write_jsonl(
+        tmp_path / "learnable.jsonl", synthetic_examples(100, seed=6, learnable=True)
+    )
     correct_norm, correct, total = hellaswag.evaluate(model, path, batch_size=16)
     assert total == 100
     assert correct_norm / total > 0.6
@@ -236,7 +265,8 @@ def test_model_that_prefers_the_labelled_ending_scores_high(enc, tmp_path):
 def test_compiled_model_compiles_once_for_all_batches(tmp_path, mixed_examples):
     from torch._dynamo.testing import CompileCounter
 
-    path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples[:11])  # batches of 4: 4, 4 and 3 + padding
+    # batches of 4: 4, 4 and 3 + padding
+    path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples[:11])
     model = small_model().eval()
     length = hellaswag.rendered_examples(str(path), None, model.config.block_size)[0].size(-1)
 
@@ -335,7 +365,10 @@ def _corrupt_line(body: bytes) -> bytes:
 )
 def test_corrupt_download_is_not_kept(server, tmp_path, make_body, announced_extra, message):
     body = make_body(SAMPLE.read_bytes())
-    server.routes["/hellaswag_val.jsonl"] = (body, None if announced_extra is None else len(body) + announced_extra)
+    server.routes["/hellaswag_val.jsonl"] = (
+        body,
+        None if announced_extra is None else len(body) + announced_extra,
+    )
     with pytest.raises(ValueError, match=message) as e:
         hellaswag.resolve_data_file("val", data_dir=tmp_path)
     assert str(tmp_path / "hellaswag_val.jsonl") in str(e.value)
@@ -351,19 +384,30 @@ def _unused_port() -> int:
 @pytest.mark.parametrize("where", ["offline", "not-found"])
 def test_missing_data_says_where_to_put_the_file(server, tmp_path, monkeypatch, where):
     if where == "offline":
-        monkeypatch.setattr(hellaswag, "DATA_URL", f"http://127.0.0.1:{_unused_port()}/hellaswag_{{split}}.jsonl")
+        monkeypatch.setattr(
+            hellaswag, "DATA_URL", f"http://127.0.0.1:{_unused_port()}/hellaswag_{{split}}.jsonl"
+        )
     url = hellaswag.DATA_URL.format(split="val")
     with pytest.raises(FileNotFoundError) as e:
         hellaswag.resolve_data_file("val", data_dir=tmp_path / "cache")
     assert str(tmp_path / "cache" / "hellaswag_val.jsonl") in str(e.value)
     assert url in str(e.value)
-    assert os.listdir(tmp_path / "cache") == []
+    assert not (tmp_path / "cache").exists()  # made only to hold the checked file
 
 
 # ----------------------------------------------------------------------------------------------
 # Command line
 
-FLAGS = ["--init-from", "--split", "--limit", "--batch-size", "--device", "--dtype", "--data-dir", "--data-file"]
+FLAGS = [
+    "--init-from",
+    "--split",
+    "--limit",
+    "--batch-size",
+    "--device",
+    "--dtype",
+    "--data-dir",
+    "--data-file",
+]
 
 
 def test_help_lists_every_flag(capsys, monkeypatch, tmp_path):
@@ -374,7 +418,8 @@ def test_help_lists_every_flag(capsys, monkeypatch, tmp_path):
     out = capsys.readouterr().out
     for flag in FLAGS:
         assert flag in out
-    assert out.count("(default:") == len(FLAGS)  # the formatter adds it to each flag with a help text
+    # the formatter adds it to each flag with a help text
+    assert out.count("(default:") == len(FLAGS)
     assert f"(default:{tmp_path})" in "".join(out.split())  # where the files really go
 
 
@@ -386,7 +431,8 @@ def test_under_torchrun_one_process_per_machine_downloads(tmp_path, monkeypatch,
 
     def start(device):  # joining the process group: every rank waits here for the others
         events.append("start")
-        (tmp_path / "hellaswag_val.jsonl").write_bytes(SAMPLE.read_bytes())  # local rank 0's download
+        # local rank 0's download
+        (tmp_path / "hellaswag_val.jsonl").write_bytes(SAMPLE.read_bytes())
         return Runtime()
 
     monkeypatch.setattr(hellaswag, "start", start)
@@ -403,13 +449,19 @@ def test_cli_errors_are_reported_without_traceback(tmp_path, capsys, monkeypatch
     if problem == "missing-data-file":
         args[-1] = str(tmp_path / "missing.jsonl")
     elif problem == "offline":
-        monkeypatch.setattr(hellaswag, "DATA_URL", f"http://127.0.0.1:{_unused_port()}/hellaswag_{{split}}.jsonl")
+        monkeypatch.setattr(
+            hellaswag, "DATA_URL", f"http://127.0.0.1:{_unused_port()}/hellaswag_{{split}}.jsonl"
+        )
         args[-2:] = ["--data-dir", str(tmp_path / "cache")]
     assert hellaswag.main(args) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: ") or "\nerror: " in err  # after "downloading ..." when offline
     assert "Traceback" not in err
-    expected = {"missing-data-file": "missing.jsonl", "bad-checkpoint": "model.pt", "offline": "hellaswag_val.jsonl"}
+    expected = {
+        "missing-data-file": "missing.jsonl",
+        "bad-checkpoint": "model.pt",
+        "offline": "hellaswag_val.jsonl",
+    }
     assert expected[problem] in err
 
 
@@ -419,16 +471,53 @@ def _printed_counts(out: str) -> dict[str, str]:
 
 def test_two_gloo_ranks_equal_one_process(tmp_path, capsys):
     checkpoint = tmp_path / "model.pt"
-    gpt2.save_checkpoint(checkpoint, small_model(seed=7))
-    data = write_jsonl(tmp_path / "data.jsonl", sample_examples() + synthetic_examples(16, seed=8))  # 21
-    args = ["--device", "cpu", "--init-from", str(checkpoint), "--data-file", str(data), "--batch-size", "4"]
+    save_checkpoint(checkpoint, small_model(seed=7))
+    # 21 examples
+    data = write_jsonl(tmp_path / "data.jsonl", sample_examples() + synthetic_examples(16, seed=8))
+    args = [
+        "--device",
+        "cpu",
+        "--init-from",
+        str(checkpoint),
+        "--data-file",
+        str(data),
+        "--batch-size",
+        "4",
+    ]
 
     assert hellaswag.main(args) == 0
     one_process = _printed_counts(capsys.readouterr().out)
     assert one_process["acc_norm"].endswith("/21")
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "hellaswag.py"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "hellaswag.py",
+    ]
     result = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert _printed_counts(result.stdout) == one_process
     assert result.stdout.count("acc_norm:") == 1  # rank 0 alone prints
+
+
+def test_failed_download_leaves_nothing_and_names_only_flags_that_exist(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(
+        hellaswag, "DATA_URL", f"http://127.0.0.1:{_unused_port()}/hellaswag_{{split}}.jsonl"
+    )
+    cache = tmp_path / "cache"
+    with pytest.raises(FileNotFoundError) as e:
+        hellaswag.resolve_data_file("val", data_dir=cache)
+    # train_gpt2.py, which has no such flag, shows this message too
+    assert "--data-file" not in str(e.value)
+    assert hellaswag.main(["--device", "cpu", "--data-dir", str(cache)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err
+    saved_as = f"save it as {cache / 'hellaswag_val.jsonl'}"
+    assert errors[0].endswith(f"{saved_as}, or score a local copy with --data-file FILE")
+    assert not cache.exists()

@@ -13,7 +13,9 @@ NOTEBOOK = ROOT / "train.ipynb"
 
 def test_notebook_is_committed_without_outputs():
     cells = json.loads(NOTEBOOK.read_text())["cells"]
-    assert [c for c in cells if c["cell_type"] == "code" and (c["outputs"] or c["execution_count"])] == []
+    assert [
+        c for c in cells if c["cell_type"] == "code" and (c["outputs"] or c["execution_count"])
+    ] == []
 
 
 def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
@@ -21,11 +23,16 @@ def test_notebook_runs_end_to_end(tmp_path, monkeypatch):
     # The kernel inherits this environment: local data instead of the hub, the project importable
     # from the temporary working directory that receives what the notebook writes.
     monkeypatch.setenv("NOTEBOOK_DATA_FILES", str(FINEWEB_CSV))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.setenv("MPLBACKEND", "Agg")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(
-        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
     ).execute()
     outputs = {
         i: "".join(o.get("text", "") for o in cell.outputs)

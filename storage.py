@@ -1,0 +1,233 @@
+"""The shard format and its manifest: what fineweb.py writes and train_gpt2.py reads. No torch.
+
+A data directory holds edufineweb_val_000000.npy (shard 0, the validation shard), the train shards
+edufineweb_train_NNNNNN.npy (1-D uint16 GPT-2 token ids, np.save format) and manifest.json:
+fineweb.py's settings, the input's files, and per shard its tokens, documents, sha256 and where in
+the input it ends.
+
+Also the project's one atomic write: shards, manifests, checkpoints, the run log, the Hugging Face
+export and HellaSwag's download all go through it.
+"""
+
+import hashlib
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import numpy as np
+
+EOT_TOKEN = 50256  # <|endoftext|>: starts every document
+GPT2_VOCAB_SIZE = 50257
+SHARD_FILE = re.compile(r"edufineweb_(val|train)_\d{6}\.npy")
+MANIFEST, MANIFEST_FORMAT = (
+    "manifest.json",
+    2,
+)  # format 2: shards end at a file, row group and document
+TMP_FILE = re.compile(
+    r"\.(.+)\.[0-9a-f]{8}\.tmp"
+)  # atomic_write's temporary name for the file in group 1
+
+
+class DataError(ValueError):
+    """A data directory, shard or manifest that cannot be used; the message says what to do."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Write path through a temporary file beside it, flushed to disk, then renamed into place: a
+    crash never leaves a partial file under the final name. The file gets the mode a plain open()
+    gives (0644 under umask 022), so that teammates can read checkpoints and shards."""
+    path = Path(path)
+    tmp = path.with_name(
+        f".{path.name}.{secrets.token_hex(4)}.tmp"
+    )  # unique: two writers never meet
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# -----------------------------------------------------------------------------
+# shards
+
+
+def shard_name(index: int) -> str:
+    return f"edufineweb_{'val' if index == 0 else 'train'}_{index:06d}.npy"
+
+
+def shard_files(data_dir: Path) -> list[Path]:
+    """The shard files in data_dir, sorted by split, then index."""
+    return sorted(path for path in data_dir.iterdir() if SHARD_FILE.fullmatch(path.name))
+
+
+def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
+    """The shard files of split "train" or "val" in data_dir, in index order."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(
+            f"no shard directory {data_dir.resolve()}: make it with `python fineweb.py`"
+        )
+    shards = [
+        path for path in shard_files(data_dir) if path.name.startswith(f"edufineweb_{split}_")
+    ]
+    if not shards:
+        make = f"make them with `python fineweb.py` (--output-dir {data_dir} if not the default)"
+        raise DataError(f"no {split} shards in {data_dir.resolve()}: {make}")
+    return shards
+
+
+def damaged(path: str | os.PathLike, problem: str) -> DataError:
+    hint = f"check the directory with `python fineweb.py --verify {Path(path).parent}`"
+    return DataError(f"{path}: {problem}: the file is damaged; {hint}")
+
+
+def open_shard(path: str | os.PathLike) -> np.ndarray:
+    """A shard's tokens, memory-mapped (1-D uint16, read-only; no token is read yet)."""
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:  # a truncated file does not map
+        raise damaged(path, f"not a readable .npy shard ({err})") from err
+    if tokens.dtype != np.uint16 or tokens.ndim != 1:
+        found = f"found a {tokens.ndim}-D {tokens.dtype} array"
+        raise damaged(path, f"expected a 1-D uint16 token array, {found}")
+    return tokens
+
+
+def load_shard(path: str | os.PathLike) -> np.ndarray:
+    """open_shard, with every token id checked against the vocabulary (reads the whole shard)."""
+    tokens = open_shard(path)
+    if len(tokens) and (top := int(tokens.max())) >= GPT2_VOCAB_SIZE:
+        raise damaged(path, f"token id {top} is outside the gpt2 vocabulary ({GPT2_VOCAB_SIZE})")
+    return tokens
+
+
+def count_documents(tokens: np.ndarray) -> int:
+    return int(np.count_nonzero(tokens == EOT_TOKEN))
+
+
+class Shards(NamedTuple):
+    train: list[tuple[Path, int]]  # (path, tokens) of each train shard, in index order
+    val: list[tuple[Path, int]]
+    has_manifest: bool  # False: hand-made shards, checked against nothing
+
+
+def scan_shards(data_dir: str | os.PathLike) -> Shards:
+    """Each split's shards in index order with their token counts. Where there is a manifest, the
+    run must be complete and the shards the ones it lists, of the lengths it lists (each header is
+    read once, to check that); hand-made shards are counted from their headers. Training asks this
+    once, at start."""
+    manifest = read_manifest(data_dir) if Path(data_dir).is_dir() else None
+    if manifest is not None and (problems := directory_problems(Path(data_dir), manifest)):
+        more = f" (and {len(problems) - 1} more problems)" if problems[1:] else ""
+        raise DataError(problems[0] + more)
+    listed = {entry["file"]: entry["tokens"] for entry in manifest["shards"]} if manifest else {}
+
+    def length(path: Path) -> int:
+        return listed[path.name] if path.name in listed else len(open_shard(path))
+
+    train, val = (
+        [(path, length(path)) for path in list_shards(data_dir, split)]
+        for split in ("train", "val")
+    )
+    return Shards(train, val, manifest is not None)
+
+
+# -----------------------------------------------------------------------------
+# the manifest
+
+MANIFEST_FIELDS = dict(
+    format=int, settings=dict, input=dict, complete=bool, input_exhausted=bool, shards=list
+)
+SHARD_FIELDS = dict(file=str, tokens=int, documents=int, sha256=str, end=dict)
+END_FIELDS = dict(file=int, row_group=int, document=int, token=int, tokens_sha256=str)
+
+
+def read_manifest(data_dir: str | os.PathLike) -> dict | None:
+    """data_dir's manifest, each field fineweb.py relies on checked; None where there is none."""
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+        check_fields(manifest, MANIFEST_FIELDS)
+        for shard in manifest["shards"]:
+            check_fields(shard, SHARD_FIELDS)
+            check_fields(shard["end"], END_FIELDS)
+        if manifest["format"] != MANIFEST_FORMAT:
+            raise ValueError(
+                f"format {manifest['format']}; this fineweb.py reads and writes {MANIFEST_FORMAT}"
+            )
+    except (OSError, ValueError, TypeError, KeyError) as err:  # KeyError: a field is missing
+        problem = f"no {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        start_over = "rerun fineweb.py with --overwrite to start over"
+        raise DataError(f"{path} is malformed ({problem}): {start_over}") from err
+    return manifest
+
+
+def check_fields(part: Any, fields: dict[str, type]) -> None:
+    """KeyError or TypeError for the first field that `part` lacks or holds with another type."""
+    for key, kind in fields.items():
+        if not isinstance(part[key], kind):
+            raise TypeError(f"{key!r} should be of type {kind.__name__}")
+
+
+def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> list[str]:
+    """What is wrong with data_dir's shards, against its manifest: files missing, extra or
+    unreadable, token counts; with deep, also token ids, document counts and checksums (which read
+    every token)."""
+    rerun = "its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
+    problems = [] if manifest["complete"] else [f"{data_dir} is incomplete: {rerun}"]
+    listed = {entry["file"] for entry in manifest["shards"]}
+    problems += [
+        f"{path}: not in {MANIFEST}" for path in shard_files(data_dir) if path.name not in listed
+    ]
+    for entry in manifest["shards"]:
+        path = data_dir / entry["file"]
+        try:
+            tokens = (load_shard if deep else open_shard)(path) if path.is_file() else None
+        except DataError as err:
+            problems.append(str(err))
+            continue
+        if tokens is None:
+            problems.append(f"{path}: missing, though {MANIFEST} lists it")
+        elif len(tokens) != entry["tokens"]:
+            problems.append(f"{path}: {len(tokens):,} tokens, {MANIFEST} says {entry['tokens']:,}")
+        elif deep and (documents := count_documents(tokens)) != entry["documents"]:
+            says = f"{MANIFEST} says {entry['documents']:,}"
+            problems.append(f"{path}: {documents:,} documents start here, {says}")
+        elif deep and file_sha256(path) != entry["sha256"]:
+            changed = "the file changed after it was written"
+            problems.append(f"{path}: sha256 differs from the manifest's ({changed})")
+    return problems
+
+
+def verify(data_dir: Path) -> list[str]:
+    """fineweb.py --verify: every problem with data_dir's shards, and a summary line last."""
+    try:
+        manifest = read_manifest(data_dir) if data_dir.is_dir() else None
+    except DataError as err:
+        return [str(err), f"{data_dir}: cannot be checked"]
+    if manifest is None:
+        return [
+            f"{data_dir}: no such directory, or no {MANIFEST} in it",
+            f"{data_dir}: cannot be checked",
+        ]
+    problems = directory_problems(data_dir, manifest, deep=True)
+    shards, tokens = len(manifest["shards"]), sum(e["tokens"] for e in manifest["shards"])
+    if problems:
+        return [*problems, f"{data_dir}: {len(problems)} problem(s) in {shards} shards"]
+    return [f"{data_dir}: {shards} shards, {tokens:,} tokens, all match the manifest"]
