@@ -622,6 +622,11 @@ def tiny_checkpoint(tmp_path_factory):
     return model, path
 
 
+def _cpu_args(path, *flags: str) -> list[str]:
+    """The sampling CLI's arguments for the checkpoint at path, on the CPU."""
+    return ["--init-from", str(path), "--device", "cpu", *flags]
+
+
 def _cli_samples(capsys, argv):
     assert gpt2.main(argv) == 0
     out = capsys.readouterr().out
@@ -699,7 +704,7 @@ def test_cli_missing_path_is_an_error(capsys, tmp_path):
 )
 def test_cli_bad_sampling_flags_are_one_line_errors(capsys, tiny_checkpoint, flags, message):
     _, path = tiny_checkpoint
-    assert gpt2.main(["--init-from", str(path), "--device", "cpu", *flags]) == 2
+    assert gpt2.main(_cpu_args(path, *flags)) == 2
     captured = capsys.readouterr()
     assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1
     assert captured.out == ""
@@ -779,22 +784,13 @@ def test_cli_out_of_range_sampling_flags_are_one_line_errors(
     capsys, tiny_checkpoint, flags, message
 ):
     _, path = tiny_checkpoint
-    assert gpt2.main(["--init-from", str(path), "--device", "cpu", *flags]) == 2
+    assert gpt2.main(_cpu_args(path, *flags)) == 2
     assert _error_line(capsys) == f"error: {message}"
 
 
 def test_cli_largest_seed_samples(capsys, tiny_checkpoint):
     _, path = tiny_checkpoint
-    argv = [
-        "--init-from",
-        str(path),
-        "--device",
-        "cpu",
-        "--seed",
-        str(2**64 - 1),
-        "--max-new-tokens",
-        "2",
-    ]
+    argv = _cpu_args(path, "--seed", str(2**64 - 1), "--max-new-tokens", "2")
     assert len(_cli_samples(capsys, argv)[1]) == 4
 
 
@@ -807,16 +803,7 @@ def test_cli_prompt_may_hold_the_end_of_text_token(capsys, tiny_checkpoint, monk
         return generate(self, idx, *args, **kwargs)
 
     monkeypatch.setattr(GPT, "generate", recording_generate)
-    argv = [
-        "--init-from",
-        str(path),
-        "--device",
-        "cpu",
-        "--prompt",
-        "a<|endoftext|>b",
-        "--max-new-tokens",
-        "2",
-    ]
+    argv = _cpu_args(path, "--prompt", "a<|endoftext|>b", "--max-new-tokens", "2")
     _, lines = _cli_samples(capsys, argv)
     assert prompts[0].tolist() == [[64, 50256, 65]] * 4
     assert all(line.startswith("sample ") and ": a<|endoftext|>b" in line for line in lines)
@@ -824,16 +811,7 @@ def test_cli_prompt_may_hold_the_end_of_text_token(capsys, tiny_checkpoint, monk
 
 def test_cli_more_samples_than_memory_holds_is_a_one_line_error(capsys, tiny_checkpoint):
     _, path = tiny_checkpoint
-    argv = [
-        "--init-from",
-        str(path),
-        "--device",
-        "cpu",
-        "--num-samples",
-        str(10**15),
-        "--max-new-tokens",
-        "1",
-    ]
+    argv = _cpu_args(path, "--num-samples", str(10**15), "--max-new-tokens", "1")
     assert gpt2.main(argv) == 2
     assert (
         _error_line(capsys)
