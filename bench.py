@@ -92,9 +92,8 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     """Build the model and optimizer that `rung` describes and time train_step on it."""
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high" if rung.tf32 else "highest")
-    model = GPT(preset_config(args.model, vocab_size=50304 if rung.padded_vocab else 50257)).to(
-        device
-    )
+    config = preset_config(args.model, vocab_size=50304 if rung.padded_vocab else 50257)
+    model = GPT(config).to(device)
     optimizer = model.configure_optimizers(0.1, 6e-4, fused=rung.fused_adamw, verbose=False)
     step_model = torch.compile(model) if rung.compile else model
     dtype = torch.bfloat16 if rung.bf16 else torch.float32
@@ -221,9 +220,8 @@ finally:
 @dataclass
 class TokenizingTiming:
     tokens_per_second: float  # as fineweb.py reports it: from its first document to its last shard
-    ceiling: (
-        float  # single-thread encode_ordinary tokens/s on the same documents, times the workers
-    )
+    # single-thread encode_ordinary tokens/s on the same documents, times the workers
+    ceiling: float
     main_cpu_seconds: float  # fineweb.py's main process, start to exit (imports included)
     peak_rss_bytes: int  # fineweb.py's largest process
 

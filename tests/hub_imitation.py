@@ -154,9 +154,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def serve(self, method: str) -> None:
         if not self.imitation.log(method, self.path):
-            self.close_connection = (
-                True  # no answer: the connection drops, as with a server that went away
-            )
+            # no answer: the connection drops, as with a server that went away
+            self.close_connection = True
             return
         self.route(method)
 
