@@ -63,13 +63,8 @@ def pick_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch.de
     """The device this process uses: `name` (auto, cpu, cuda, cuda:N, mps), with one GPU per local
     rank under torchrun. Raises ValueError for a device this machine does not have."""
     if name == "auto":
-        name = (
-            "cuda"
-            if torch.cuda.is_available()
-            else "mps"
-            if torch.backends.mps.is_available()
-            else "cpu"
-        )
+        mps = torch.backends.mps.is_available()
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
