@@ -118,13 +118,11 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
         step()
     seconds = (time.perf_counter() - start) / args.steps
     tokens_per_second = args.micro_batch_size * args.seq_len / seconds
-    peak_flops = rt.peak_bf16_flops(device)
+    flops_per_second = tokens_per_second * model.flops_per_token(args.seq_len)
     timing = Timing(
         ms_per_step=seconds * 1000,
         tokens_per_second=tokens_per_second,
-        mfu=None
-        if peak_flops is None
-        else tokens_per_second * model.flops_per_token(args.seq_len) / peak_flops,
+        mfu=rt.mfu(flops_per_second, device),
         peak_memory_bytes=peak_memory(device),
     )
     if args.profile:

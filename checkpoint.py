@@ -12,6 +12,7 @@ import re
 import shlex
 import signal
 import socket
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import storage
 FORMAT, VERSION = "gpt2-reproduction-checkpoint", 1
 KEYS = ("model_config", "model", "step", "optimizer", "loader", "rng", "train_config")
 LOCK_FILE = ".train.lock"
+EVALUATIONS = {"val": "val_loss", "hella": "hellaswag"}  # log.txt's kind: the checkpoint's key
 # Settings that change what a resumed run computes, compared with the run it continues.
 TRAJECTORY_SETTINGS = ("total_batch_size", "seq_len", "max_lr", "min_lr_ratio", "warmup_steps")
 TRAJECTORY_SETTINGS += ("max_steps", "weight_decay", "beta1", "beta2", "eps", "grad_clip")
@@ -93,6 +95,13 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
+def summary(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint tells of its run, for a model card: steps, tokens, the last evaluations."""
+    tokens = checkpoint["step"] * checkpoint["train_config"]["total_batch_size"]
+    scores = {key: checkpoint.get(key) for key in ("val_loss", "hellaswag")}
+    return {"step": checkpoint["step"], "tokens": tokens, **scores}
+
+
 def candidates(log_dir: str, resume: str) -> list[Path]:
     """The checkpoints to try in turn, newest first; with --resume auto, log_dir's model_*.pt."""
     found = [
@@ -115,7 +124,9 @@ def candidates(log_dir: str, resume: str) -> list[Path]:
 
 def restore(paths: list[Path], model, optimizer, loader, train_config, print0) -> dict[str, Any]:
     """Load the first readable checkpoint of paths into model, optimizer, loader and the RNGs, and
-    return it; with --resume auto an unreadable one is passed over with a warning."""
+    return it ({} for none); with --resume auto an unreadable one is passed over with a warning."""
+    if not paths:
+        return {}
     for path in paths:
         try:
             state = load(path)
@@ -131,6 +142,9 @@ def restore(paths: list[Path], model, optimizer, loader, train_config, print0) -
     if state["model_config"] != asdict(model.config):
         hint = "resume with its --model and --vocab-size, or start over in another --log-dir"
         raise CheckpointError(f"{path} holds a different model ({state['model_config']}); {hint}")
+    if (trained_on := state["loader"]["epoch_tokens"]) != loader.epoch_tokens:
+        counts = f"{trained_on:,} tokens, not {loader.epoch_tokens:,}"
+        raise CheckpointError(f"{path} was trained on {counts}: resume on the same shards")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     loader.load_state_dict(state["loader"])
@@ -170,6 +184,13 @@ def resume_command(script: str, argv: list[str]) -> str:
     return f"torchrun {nodes} <your rendezvous flags> {command}"
 
 
+def interrupted(log_dir: str, resume_command: str) -> str:
+    """What a second Ctrl-C, which stops a run at once, leaves in log_dir, and how to go on."""
+    newest = candidates(log_dir, "auto")
+    kept = f"the newest checkpoint is {newest[0]}" if newest else "no checkpoint was written"
+    return f"\ninterrupted at once: {kept}; to resume, run:\n  {resume_command}"
+
+
 def lock_log_dir(log_dir: str):
     """Create log_dir and lock it for as long as the returned file stays open, so that a second run
     (a double launch, a requeue while the old job still runs) is refused at once instead of mixing
@@ -200,16 +221,18 @@ def lock_log_dir(log_dir: str):
 
 
 class RunLog:
-    """LOG_DIR/log.txt ("{step} {train|val|hella} {value}", as the reference writes it) and W&B,
-    by rank 0. Resumed at step N, it drops what the stopped attempt wrote for steps N and later, and
-    any line that does not start with a step number: the file reads like one uninterrupted run."""
+    """The run's numbers, from rank 0: printed as "step N | ...", appended to LOG_DIR/log.txt
+    ("{step} {train|val|hella} {value}", as the reference writes it) and sent to W&B. Resumed at
+    step N, it drops what the stopped attempt wrote for steps N and later, and any line that does
+    not start with a step number: the file reads like one uninterrupted run."""
 
-    def __init__(self, train_config, enabled: bool, resume_step: int, wandb_run_id: str | None):
-        self.path, self.enabled, self.wandb_run = (
-            Path(train_config.log_dir) / "log.txt",
-            enabled,
-            None,
-        )
+    def __init__(self, train_config, enabled: bool, resumed: dict[str, Any]):
+        """resumed: the checkpoint the run resumes from, from restore() ({} for a new run)."""
+        self.path, self.enabled = Path(train_config.log_dir) / "log.txt", enabled
+        self.max_steps, self.first_step, self.wandb_run = train_config.max_steps, None, None
+        # the last evaluations, which each checkpoint records for an export's model card
+        self.last = {kind: resumed.get(key) for kind, key in EVALUATIONS.items()}
+        resume_step = resumed.get("step", 0)
         if not enabled:
             return
         lines = self.path.read_text().splitlines(True) if resume_step and self.path.exists() else []
@@ -222,29 +245,41 @@ class RunLog:
         if train_config.wandb_project:  # a resumed run goes on in the same W&B run
             import wandb
 
-            name, settings = train_config.wandb_run_name, asdict(train_config)
+            project, name = train_config.wandb_project, train_config.wandb_run_name
+            run_id, settings = resumed.get("wandb_run_id"), asdict(train_config)
             self.wandb_run = wandb.init(
-                project=train_config.wandb_project,
-                name=name,
-                id=wandb_run_id,
-                resume="allow",
-                config=settings,
+                project=project, name=name, id=run_id, resume="allow", config=settings
             )
 
-    def write(self, step: int, kind: str, value: float, **more: float | None) -> None:
+    def write(self, step: int, kind: str, value: float, text: str, **more: float | None) -> None:
+        """Log value; text is what the printed line shows after "step N | ", and a train line ends
+        with the estimated time left."""
+        self.last[kind] = value
         if not self.enabled:
             return
+        eta = f" | eta {self.time_left(step)}" if kind == "train" else ""
+        print(f"step {step:5d} | {text}{eta}")
+        digits = 6 if kind == "train" else 4
         with self.path.open("a") as f:
-            f.write(
-                f"{step} {kind} {value:.6f}\n"
-                if kind == "train"
-                else f"{step} {kind} {value:.4f}\n"
-            )
+            f.write(f"{step} {kind} {value:.{digits}f}\n")
         if self.wandb_run is not None:
             self.wandb_run.log({kind: value, **more}, step=step)
 
-    def wandb_run_id(self) -> str | None:
-        return None if self.wandb_run is None else self.wandb_run.id
+    def time_left(self, step: int) -> str:
+        """From the mean time per step since the end of this attempt's first step, which compiles:
+        evaluations and checkpoints are in it as often as they come."""
+        now = time.perf_counter()
+        if self.first_step is None:
+            self.first_step = (step, now)
+            return "-"
+        first, then = self.first_step
+        seconds = round((now - then) / (step - first) * (self.max_steps - 1 - step))
+        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+
+    def run(self) -> dict[str, Any]:
+        """What save() records of the run: its W&B id and last evaluations."""
+        wandb_run_id = None if self.wandb_run is None else self.wandb_run.id
+        return {"wandb_run_id": wandb_run_id} | {EVALUATIONS[k]: self.last[k] for k in EVALUATIONS}
 
     def close(self) -> None:
         if self.wandb_run is not None:

@@ -1,8 +1,7 @@
-"""GPT-2 with OpenAI's parameter names, so that their weights load as they are; the Hugging Face
-export; sampling. Needs torch alone at import.
+"""GPT-2 under OpenAI's parameter names, so their weights load as they are; Hugging Face's layout
+both ways; sampling. Needs torch alone at import.
 
     python gpt2.py --init-from gpt2 --prompt "Hello, I'm a language model," --num-samples 4
-    python gpt2.py --init-from log/model_19073.pt --export-hf gpt2-fineweb-edu   # for transformers
 """
 
 import argparse
@@ -32,7 +31,7 @@ class GPTConfig:
     n_embd: int = 768
 
     def __post_init__(self) -> None:
-        if min(self.block_size, self.vocab_size, self.n_layer, self.n_head, self.n_embd) < 1:
+        if min(asdict(self).values()) < 1:
             raise ValueError(f"every size in a GPTConfig must be positive: {self}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
@@ -132,24 +131,23 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_parameters(self, exclude_position_embedding: bool = False) -> int:
-        """Parameters counted once each: parameters() yields the tied wte/lm_head weight once."""
+        """Each parameter once: the tied wte/lm_head weight counts once."""
         wpe = self.transformer.wpe.weight.numel() if exclude_position_embedding else 0
         return sum(p.numel() for p in self.parameters()) - wpe
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) token ids -> logits (B, T, vocab_size), and the mean cross-entropy against
-        targets (B, T) when given (targets of -1 are ignored)."""
+        """idx (B, T) token ids -> logits, and the mean cross-entropy against targets if given."""
         T, block_size = idx.size(1), self.config.block_size
         assert T <= block_size, f"sequence of {T} tokens, block_size is {block_size}"
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        pos = torch.arange(T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, n_embd)
         for block in self.transformer.h:
             x = block(x)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
         if targets is None:
             return logits, None
-        flat = logits.view(-1, logits.size(-1))
-        return logits, F.cross_entropy(flat, targets.reshape(-1).long(), ignore_index=-1)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-1)
+        return logits, loss
 
     def configure_optimizers(
         self, weight_decay, learning_rate, betas=(0.9, 0.95), eps=1e-8, fused=None, verbose=True
@@ -158,7 +156,7 @@ class GPT(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        fused = params[0].device.type == "cuda" if fused is None else fused
+        fused = params[0].is_cuda if fused is None else fused
         if verbose:
             n_decay, n_no_decay = (sum(p.numel() for p in ps) for ps in (decay, no_decay))
             print(
@@ -175,8 +173,7 @@ class GPT(nn.Module):
     def generate(
         self, idx, max_new_tokens, temperature=1.0, top_k=50, generator=None, progress=False
     ):
-        """idx (B, T) extended by max_new_tokens tokens, each drawn (with generator) from the top_k
-        most likely (None: all); progress: a bar on stderr once sampling has taken 2 seconds."""
+        """idx (B, T) and max_new_tokens more, each drawn from the top_k most likely (None: all)."""
         sampleable = min(self.config.vocab_size, GPT2_VOCAB_SIZE)  # never the padding
         temperature = max(temperature, torch.finfo(torch.float32).tiny)  # below it, 0 / 0 = nan
         steps = range(max_new_tokens)
@@ -198,7 +195,7 @@ class GPT(nn.Module):
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token at seq_len (PaLM's count): 6 per weight (the tied wte/lm_head
-        once; wpe is a lookup) plus attention's q.k^T and att.v, 6 * T * n_embd each per layer."""
+        once; wpe is a lookup) plus attention's q.k^T and att.v."""
         T = seq_len or self.config.block_size
         N = self.num_parameters(exclude_position_embedding=True)
         return 6 * N + 12 * self.config.n_layer * self.config.n_embd * T
@@ -216,14 +213,12 @@ class GPT(nn.Module):
             hub = ", ".join(HUB_NAMES)
             raise FileNotFoundError(f"{name_or_path}: no such file, directory, or hub name ({hub})")
         try:
-            hf_config, state_dict = _read_hf_directory(path)
-            shape = {k: hf_config[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd")}
-            model = cls(GPTConfig(block_size=hf_config["n_positions"], **shape))
-            model.load_state_dict(state_dict)
-        except Exception as e:
+            config, state = _read_hf_directory(path)
+            model = cls(config)
+            model.load_state_dict(state)
+        except Exception as e:  # right file names, other contents: a missing key, damaged weights
             if isinstance(e, OSError) or type(e) is ValueError:
-                raise  # our own checks, and the file system's: they name the file and the problem
-            # The right file names with other contents: a missing key, damaged weights.
+                raise  # the file system's and our own checks name the file and the problem
             problem = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"
             layout = "a GPT-2 model in Hugging Face's layout"
             raise ValueError(f"{path} does not hold {layout} ({problem})") from None
@@ -237,7 +232,6 @@ class GPT(nn.Module):
         return model
 
 
-# ----------------------------------------------------------------------------------------------
 # Hugging Face's GPT-2 layout: OpenAI's released weights in, our checkpoints out
 
 HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -245,12 +239,12 @@ HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 CONV1D_WEIGHTS = ("c_attn.weight", "c_proj.weight", "c_fc.weight")
 
 
-def _read_hf_directory(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """A directory's config, and its state dict in this module's names and layout."""
+def _read_hf_directory(path: Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """A directory's model config, and its state dict in this module's names and layout."""
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: it is not a Hugging Face directory")
     hf_config = json.loads((path / "config.json").read_text())
-    # What this module computes, of what Hugging Face's GPT-2 can be set to (first: the default).
+    # The GPT2Config settings this module computes (first: the default).
     supported = dict(
         model_type=("gpt2",),
         activation_function=("gelu_new", "gelu_pytorch_tanh"),
@@ -281,120 +275,49 @@ def _read_hf_directory(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     # The output layer is the token embedding: files often store only one of the two.
     tied = state.get("lm_head.weight", state.get("transformer.wte.weight"))
     state["lm_head.weight"] = state["transformer.wte.weight"] = tied
-    return hf_config, state
+    shape = {k: hf_config[k] for k in ("vocab_size", "n_layer", "n_head", "n_embd")}
+    return GPTConfig(block_size=hf_config["n_positions"], **shape), state
 
 
-# tiktoken builds its gpt2 encoding from OpenAI's copies of Hugging Face's GPT-2 vocab.json and
-# merges.txt (tiktoken_ext/openai_public.py): each one's name under GPT2_BPE_URL, and its sha256.
-GPT2_BPE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
-TOKENIZER_FILES = {
-    "vocab.json": "encoder.json 196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
-    "merges.txt": "vocab.bpe 1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
-}
-# transformers < 4.45 drops spaces before punctuation unless told not to; tiktoken keeps them.
-TOKENIZER_CONFIG = dict(tokenizer_class="GPT2Tokenizer", clean_up_tokenization_spaces=False)
-MODEL_CARD = """\
----
-license: mit
-{datasets}language: [en]
-library_name: transformers
-pipeline_tag: text-generation
-tags: [gpt2, text-generation]
----
-
-# GPT-2, {parameters:,} parameters
-
-{training} {n_layer} layers of width {n_embd}, {n_head} heads, a context of {block_size} tokens.
-
-Generate: `transformers.pipeline("text-generation", model="{directory}")`. HellaSwag, after
-`pip install "lm-eval[hf]"`:
-`lm_eval --model hf --model_args pretrained={directory} --tasks hellaswag --batch_size 16`
-"""
-TRAINED = (
-    "Pretrained on FineWeb-Edu by a reproduction of Karpathy's build-nanogpt"
-    " (https://github.com/karpathy/build-nanogpt): {step:,} steps, {tokens:,} tokens."
-    " Last validation loss {val_loss}, HellaSwag acc_norm {hellaswag}."
-)
-NOT_TRAINED = "Not from a training run here: OpenAI's GPT-2 weights or a Hugging Face directory's."
-
-
-def export_hf(model: GPT, directory: str | os.PathLike, run: dict[str, Any] | None = None) -> Path:
-    """model as a directory that transformers and lm_eval load as is, tokenizer included, with a
-    model card telling run (step, tokens, val_loss, hellaswag; None: weights from elsewhere)."""
-    from safetensors.torch import save
-    from tiktoken.load import read_file_cached
-
-    import storage
-
-    out, config = Path(directory), model.config
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not an empty directory: export into a new one")
-    vocab_size = min(config.vocab_size, GPT2_VOCAB_SIZE)  # the padding goes
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if key != "lm_head.weight":  # wte's second name: transformers ties it back on load
-            tensor = tensor[:vocab_size] if key == "transformer.wte.weight" else tensor
-            tensor = tensor.t() if key.endswith(CONV1D_WEIGHTS) else tensor
-            state[key] = tensor.float().contiguous()
+def hf_layout(model: GPT) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The other direction: model's config, and its float32 state dict as GPT2LMHeadModel's."""
+    vocab_size = min(model.config.vocab_size, GPT2_VOCAB_SIZE)  # the padding goes
+    state = {k: t.t() if k.endswith(CONV1D_WEIGHTS) else t for k, t in model.state_dict().items()}
+    del state["lm_head.weight"]  # wte's second name: transformers ties it back on load
+    state["transformer.wte.weight"] = state["transformer.wte.weight"][:vocab_size]
     # transformers' GPT2Config defaults are GPT-2's (tanh GELU, eps 1e-5, bos = eos = <|endoftext|>)
-    hf_config = {"n_positions" if k == "block_size" else k: v for k, v in asdict(config).items()}
-    hf_config.update(vocab_size=vocab_size, architectures=["GPT2LMHeadModel"], model_type="gpt2")
-    hf_config["tie_word_embeddings"] = True  # lm_head is wte
-    scores = {k: (run or {}).get(k) for k in ("val_loss", "hellaswag")}
-    scores = {k: "not recorded" if v is None else f"{v:.4f}" for k, v in scores.items()}
-    card = MODEL_CARD.format(
-        **asdict(config),
-        parameters=sum(tensor.numel() for tensor in state.values()),
-        directory=out,
-        training=NOT_TRAINED if run is None else TRAINED.format(**run | scores),
-        datasets="" if run is None else "datasets: [HuggingFaceFW/fineweb-edu]\n",
-    )
-    tokens = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT)
-    tokenizer = TOKENIZER_CONFIG | tokens | dict(model_max_length=config.block_size)
-    files = {"model.safetensors": save(state, metadata={"format": "pt"})}
-    for name, source in TOKENIZER_FILES.items():
-        files[name] = read_file_cached(*(GPT2_BPE_URL + source).split())  # URL, sha256
-    files["tokenizer_config.json"] = json.dumps(tokenizer, indent=2).encode()
-    generation = {"bos_token_id": EOT_ID, "eos_token_id": EOT_ID}  # <|endoftext|> ends a text
-    files["generation_config.json"] = json.dumps(generation).encode()
-    files["README.md"] = card.encode()
-    files["config.json"] = json.dumps(hf_config, indent=2).encode()  # last: marks it complete
-    for name, data in files.items():
-        storage.atomic_write(out / name, lambda f, data=data: f.write(data))
-    return out
+    config = {"n_positions" if k == "block_size" else k: v for k, v in asdict(model.config).items()}
+    config.update(vocab_size=vocab_size, architectures=["GPT2LMHeadModel"], model_type="gpt2")
+    config["tie_word_embeddings"] = True  # lm_head is wte
+    return config, {k: t.float().contiguous() for k, t in state.items()}
 
 
 def load_model(init_from: str, device: str | torch.device = "cpu") -> GPT:
     """A model from a train_gpt2.py checkpoint file, a Hugging Face directory, or a hub name."""
-    return load_with_run(init_from)[0].to(device)
-
-
-def load_with_run(init_from: str) -> tuple[GPT, dict[str, Any] | None]:
-    """load_model's model, on the CPU, and a checkpoint's training run (export_hf's card)."""
     if not Path(init_from).is_file():
-        return GPT.from_pretrained(init_from), None
+        return GPT.from_pretrained(init_from).to(device)
     import checkpoint
 
-    saved = checkpoint.load(init_from)
-    run = dict(step=saved["step"], val_loss=saved.get("val_loss"), hellaswag=saved.get("hellaswag"))
-    run["tokens"] = saved["step"] * saved["train_config"]["total_batch_size"]
-    return GPT.from_checkpoint(saved), run
+    return GPT.from_checkpoint(checkpoint.load(init_from)).to(device)
 
 
-# ----------------------------------------------------------------------------------------------
 # Sampling and the command line
 
 
-def sample_texts(model: GPT, prompt: str, num_samples: int, max_new_tokens: int, **sampling: Any):
-    """num_samples continuations of prompt, decoded; sampling: generate()'s keyword arguments. An
-    <|endoftext|> in prompt is that token, the one that separates documents in training."""
+def sample_texts(
+    model: GPT, prompt: str, num_samples: int, max_new_tokens: int, seed: int = 42, **sampling: Any
+):
+    """num_samples continuations of prompt, decoded, drawn with a generator seeded with seed;
+    sampling: generate()'s other keyword arguments."""
     import tiktoken
 
     enc = tiktoken.get_encoding("gpt2")
     device = next(model.parameters()).device
     tokens = torch.tensor([enc.encode(prompt, allowed_special={EOT})], device=device)
     idx = tokens.expand(num_samples, -1)  # one row in memory
-    return [enc.decode(row) for row in model.generate(idx, max_new_tokens, **sampling).tolist()]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    rows = model.generate(idx, max_new_tokens, generator=generator, **sampling).tolist()
+    return [enc.decode(row) for row in rows]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -404,8 +327,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Sample text from GPT-2, or export it as a Hugging Face model directory.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    sources = "a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face directory"
-    parser.add_argument("--init-from", default="gpt2", help=sources + ", or a checkpoint")
+    sources = f"a hub name ({', '.join(HUB_NAMES)}), a Hugging Face directory, or a checkpoint"
+    parser.add_argument("--init-from", default="gpt2", help=sources)
     parser.add_argument("--prompt", default=SAMPLE_PROMPT, help="text to continue (not empty)")
     parser.add_argument("--num-samples", type=int, default=4, help="how many continuations")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens per continuation")
@@ -418,20 +341,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def flag_problem(args: argparse.Namespace) -> str | None:
-    """The first sampling flag out of range, as an error message; None when all are in range."""
-    n, temperature = args.max_new_tokens, args.temperature
-    positive = {"--num-samples": args.num_samples, "--max-new-tokens": n, "--top-k": args.top_k}
-    checks = [(f"{flag} must be positive, got {v}", v > 0) for flag, v in positive.items()]
-    # Each new token is a forward pass: 100,000 of them already take hours on a CPU.
-    most = "at most 100,000 (each token is a forward pass of the model)"
-    checks += [
-        (f"--temperature must be positive, got {temperature}", temperature > 0),
-        (f"--temperature must be finite, got {temperature}", not math.isinf(temperature)),
-        (f"--max-new-tokens must be {most}, got {n:,}", n <= 100_000),
-        (f"--seed must be from 0 to 2**64 - 1, got {args.seed}", 0 <= args.seed < 2**64),
-        ("--prompt is empty: give some text to continue", args.prompt != ""),
-    ]
-    return next((message for message, ok in checks if not ok), None)
+    """The first sampling flag out of range, as an error message, or None."""
+    for flag in ("num_samples", "max_new_tokens", "top_k", "temperature"):
+        if not getattr(args, flag) > 0:  # a nan temperature too
+            return f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}"
+    most = "at most 100,000 (each token is a forward pass of the model)"  # hours on a CPU
+    n = args.max_new_tokens
+    checks = {
+        f"--temperature must be finite, got {args.temperature}": not math.isinf(args.temperature),
+        f"--max-new-tokens must be {most}, got {n:,}": n <= 100_000,
+        f"--seed must be from 0 to 2**64 - 1, got {args.seed}": 0 <= args.seed < 2**64,
+        "--prompt is empty: give some text to continue": args.prompt != "",
+    }
+    return next((message for message, ok in checks.items() if not ok), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,20 +362,20 @@ def main(argv: list[str] | None = None) -> int:
         if problem := flag_problem(args):
             raise ValueError(problem)
         if args.export_hf:
-            model, run = load_with_run(args.init_from)
-            out = export_hf(model, args.export_hf, run)
+            import hf_export
+
+            out = hf_export.export_from(args.init_from, args.export_hf)
             print(f"wrote {out}: from_pretrained({str(out)!r}) loads its model and tokenizer")
             return 0
         from runtime import pick_device
 
         device = pick_device(args.device)
         model = load_model(args.init_from, device)
-        generator = torch.Generator(device=device).manual_seed(args.seed)
-        sampling = dict(temperature=args.temperature, top_k=args.top_k, generator=generator)
+        sampling = dict(temperature=args.temperature, top_k=args.top_k, progress=True)
         n, max_new_tokens = args.num_samples, args.max_new_tokens
         try:
-            texts = sample_texts(model, args.prompt, n, max_new_tokens, progress=True, **sampling)
-        except RuntimeError as e:  # torch.OutOfMemoryError on CUDA; CPU and MPS: a RuntimeError
+            texts = sample_texts(model, args.prompt, n, max_new_tokens, args.seed, **sampling)
+        except RuntimeError as e:  # CUDA's OutOfMemoryError is one too
             if "memory" not in str(e):
                 raise
             problem = f"{device} has no memory for {n:,} samples at once"

@@ -1,4 +1,4 @@
-"""Where a process runs: its device, its place in a torchrun job, and its numeric precision.
+"""Where a process runs: its device, its place in a torchrun job, its precision, and its MFU.
 
 train_gpt2.py, hellaswag.py and bench.py all launch this way:
 
@@ -113,6 +113,12 @@ def stop(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def default_dtype(device: torch.device) -> str:
     """The key in DTYPES to use: bf16 autocast where tensor cores pay for it (CUDA), else fp32."""
     return "bf16" if device.type == "cuda" else "fp32"
@@ -151,6 +157,13 @@ def peak_bf16_flops(device: torch.device | str) -> float | None:
     device = torch.device(device)
     on_gpu = device.type == "cuda" and torch.cuda.is_available()
     return peak_bf16_flops_for_name(torch.cuda.get_device_name(device) if on_gpu else "")
+
+
+def mfu(flops_per_second: float, device: torch.device) -> float | None:
+    """Model FLOPs utilization: the share of the GPU's peak bf16 FLOP/s that the model's count of
+    FLOPs reaches; None where the peak is unknown (CPUs, MPS, GPUs missing from the table)."""
+    peak = peak_bf16_flops(device)
+    return None if peak is None else flops_per_second / peak
 
 
 def peak_bf16_flops_for_name(gpu_name: str) -> float | None:

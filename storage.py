@@ -23,13 +23,10 @@ import numpy as np
 EOT_TOKEN = 50256  # <|endoftext|>: starts every document
 GPT2_VOCAB_SIZE = 50257
 SHARD_FILE = re.compile(r"edufineweb_(val|train)_\d{6}\.npy")
-MANIFEST, MANIFEST_FORMAT = (
-    "manifest.json",
-    2,
-)  # format 2: shards end at a file, row group and document
-TMP_FILE = re.compile(
-    r"\.(.+)\.[0-9a-f]{8}\.tmp"
-)  # atomic_write's temporary name for the file in group 1
+# format 2: shards end at a file, row group and document
+MANIFEST, MANIFEST_FORMAT = "manifest.json", 2
+# atomic_write's temporary name for the file in group 1
+TMP_FILE = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
 
 
 class DataError(ValueError):
@@ -41,9 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     crash never leaves a partial file under the final name. The file gets the mode a plain open()
     gives (0644 under umask 022), so that teammates can read checkpoints and shards."""
     path = Path(path)
-    tmp = path.with_name(
-        f".{path.name}.{secrets.token_hex(4)}.tmp"
-    )  # unique: two writers never meet
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # unique: writers never meet
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with open(tmp, "xb") as f:
@@ -117,6 +112,16 @@ def load_shard(path: str | os.PathLike) -> np.ndarray:
 
 def count_documents(tokens: np.ndarray) -> int:
     return int(np.count_nonzero(tokens == EOT_TOKEN))
+
+
+def shuffle_documents(tokens: np.ndarray, seed: list[int]) -> np.ndarray:
+    """The shard's documents (an <|endoftext|> and the tokens up to the next one) in the order that
+    seed draws; the first tokens, the end of a document begun in the shard before, move as one."""
+    rng = np.random.default_rng(seed)
+    starts = np.flatnonzero(tokens == EOT_TOKEN)
+    bounds = np.concatenate(([0], starts[starts > 0], [len(tokens)]))
+    order = rng.permutation(len(bounds) - 1)
+    return np.concatenate([tokens[bounds[i] : bounds[i + 1]] for i in order])
 
 
 class Shards(NamedTuple):

@@ -29,7 +29,7 @@ REFERENCE_MAX_STEPS = 19073  # 10B tokens / 524,288 tokens per step
 REFERENCE_WARMUP_STEPS = 715  # 375M tokens, as in the GPT-3 paper
 
 
-def option(default, help_text: str, valid: str = ""):  # valid: what check_numbers asks of it
+def option(default, help_text: str, valid: str = ""):
     return field(default=default, metadata={"help": help_text, "valid": valid})
 
 
@@ -38,7 +38,7 @@ class TrainConfig:
     model: str = option("gpt2", "gpt2 (124M), gpt2-medium, gpt2-large, gpt2-xl, small or tiny")
     # 50304 = 128 x 393: CUDA kernels work in powers of two, and a vocab size rich in them runs
     # faster than 50257, though the 47 extra tokens never occur (the model learns to rule them out)
-    vocab_size: int = option(50304, "GPT-2's 50257 padded to a multiple of 128", "be positive")
+    vocab_size: int = option(50304, "50257 padded to a multiple of 128", "be at least 50257")
     total_batch_size: int = option(2**19, "tokens per step, all processes", "be positive")
     micro_batch_size: int = option(64, "sequences per forward pass", "be positive")
     seq_len: int = option(1024, "tokens per sequence", "be positive")
@@ -51,7 +51,7 @@ class TrainConfig:
     beta2: float = option(0.95, "AdamW beta2", "lie in [0, 1)")
     eps: float = option(1e-8, "AdamW epsilon", "be positive")
     grad_clip: float = option(1.0, "max gradient norm (0: no clipping)", "be at least 0")
-    seed: int = option(1337, "seeds the weights, the samples and --shuffle", "be at least 0")
+    seed: int = option(1337, "seeds the weights, the samples and --shuffle", "lie in [0, 2**63)")
     data_dir: str = option("edu_fineweb10B", "the shards that fineweb.py wrote")
     shuffle: bool = option(False, "a new order of shards and documents each epoch")
     # evaluations run at multiples of their interval, and after the last step to rate the result
@@ -71,22 +71,18 @@ class TrainConfig:
     compile: bool | None = option(None, "torch.compile the model (default: on CUDA)")
 
 
-class ConfigError(ValueError):
-    """A bad setting or input, reported before any model exists."""
-
-
 class DataLoader:
-    """build-nanogpt's DataLoaderLite, whose batches run on across shard ends and into the next
-    epoch. With shuffle_seed, each epoch reads the shards and their documents in a new order."""
+    """build-nanogpt's DataLoaderLite: batches run on across shard ends and into the next epoch,
+    which with shuffle_seed reads the shards and their documents in a new order."""
 
     def __init__(self, shards, B, T, process_rank=0, num_processes=1, shuffle_seed=None):
         self.B, self.T = B, T
         self.process_rank, self.num_processes = process_rank, num_processes
-        self.paths, self.lengths = [path for path, _ in shards], [n for _, n in shards]
+        self.paths, self.lengths = zip(*shards, strict=True)
         self.epoch_tokens = sum(self.lengths)
         self.shuffle_seed = shuffle_seed
         self.epoch, self.current_shard, self.current_position = 0, 0, 0
-        self.loaded, self.tokens = None, None  # (epoch, k) and tokens of the shard in memory
+        self.loaded, self.tokens = None, None  # (epoch, k) of the shard in memory, its tokens
 
     def shard_order(self, epoch):
         # the shuffle at the epoch's turn, drawn from seed and epoch: a resumed run reads the same
@@ -99,8 +95,8 @@ class DataLoader:
             index = int(self.shard_order(epoch)[k])
             self.tokens = storage.load_shard(self.paths[index])
             if self.shuffle_seed is not None:
-                rng = np.random.default_rng([self.shuffle_seed, epoch, index])
-                self.tokens = shuffle_documents(self.tokens, rng)
+                seed = [self.shuffle_seed, epoch, index]
+                self.tokens = storage.shuffle_documents(self.tokens, seed)
             self.loaded = (epoch, k)
         return self.tokens
 
@@ -110,7 +106,7 @@ class DataLoader:
             epoch, k = (epoch + 1, 0) if k + 1 == len(self.paths) else (epoch, k + 1)
         return epoch, k, position
 
-    def read(self, offset, count):  # count tokens, from `offset` past the current position
+    def read(self, offset, count):  # from `offset` tokens past the current position
         pieces, epoch, k = [], self.epoch, self.current_shard
         position = self.current_position + offset
         while count > 0:
@@ -122,13 +118,12 @@ class DataLoader:
     def next_batch(self, device):
         B, T = self.B, self.T
         buf = self.read(self.process_rank * B * T, B * T + 1)
-        x = buf[:-1].view(B, T)  # inputs
-        y = buf[1:].view(B, T)  # targets
+        x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
         # each process reads its own B * T tokens, so all move on by what they read together
         position = self.current_position + B * T * self.num_processes
         where = self.locate(self.epoch, self.current_shard, position)
         self.epoch, self.current_shard, self.current_position = where
-        return to_device(x, device), to_device(y, device)
+        return rt.to_device(x, device), rt.to_device(y, device)
 
     def state_dict(self):
         before = sum(self.lengths[i] for i in self.shard_order(self.epoch)[: self.current_shard])
@@ -136,26 +131,8 @@ class DataLoader:
         return {"epoch": self.epoch, "position": position, "epoch_tokens": self.epoch_tokens}
 
     def load_state_dict(self, state):
-        if state["epoch_tokens"] != self.epoch_tokens:
-            counts = f"{state['epoch_tokens']:,} tokens, not {self.epoch_tokens:,}"
-            raise ConfigError(f"the checkpoint was trained on {counts}: use the same shards")
         where = self.locate(state["epoch"], 0, state["position"])
         self.epoch, self.current_shard, self.current_position = where
-
-
-def shuffle_documents(tokens, rng):
-    """The shard's documents (an <|endoftext|> and the tokens up to the next one) in a random order;
-    the first tokens, the end of a document begun in the shard before, move as one."""
-    starts = np.flatnonzero(tokens == storage.EOT_TOKEN)
-    bounds = np.concatenate(([0], starts[starts > 0], [len(tokens)]))
-    order = rng.permutation(len(bounds) - 1)
-    return np.concatenate([tokens[bounds[i] : bounds[i + 1]] for i in order])
-
-
-def to_device(t, device):
-    if device.type == "cuda":  # pinned host memory lets the copy overlap with compute
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
 
 
 @torch.no_grad()
@@ -172,7 +149,7 @@ def validation_loss(model, val, val_tokens, runtime, dtype):
         for row, sequence in enumerate(mine[start : start + B]):
             tokens = val.read(sequence * T, T + 1)
             x[row], y[row] = tokens[:-1], tokens[1:]
-        x, y = to_device(x, runtime.device), to_device(y, runtime.device)
+        x, y = rt.to_device(x, runtime.device), rt.to_device(y, runtime.device)
         with rt.autocast(runtime.device, dtype):
             _, loss = model(x, y)
         count = (y != -1).sum()
@@ -193,7 +170,7 @@ def learning_rate(step, max_lr, min_lr, warmup_steps, max_steps):
 
 def train_step(model, optimizer, batches, lr, grad_clip, dtype):
     """One optimizer step over the micro-batches [(x, y), ...]. Returns this rank's mean loss and
-    the gradient norm before clipping (None without clipping), both still on the device."""
+    the gradient norm before clipping, on the device; grad_clip 0 clips nothing."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -212,7 +189,7 @@ def train_step(model, optimizer, batches, lr, grad_clip, dtype):
             loss_sum += loss.detach()
             loss.backward()
     # one unlucky batch must not shock the model with a huge update (GPT-3 clips at 1.0)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip) if grad_clip > 0 else None
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     optimizer.step()
     return loss_sum, norm
 
@@ -237,50 +214,31 @@ class Trainer:
         shuffle_seed = config.seed if config.shuffle else None
         self.train_loader = DataLoader(shards.train, B, T, runtime.rank, world, shuffle_seed)
         self.val_loader = DataLoader(shards.val, B, T)
-        if config.hellaswag_every:  # main() has fetched and checked it
-            self.hellaswag_file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
-        state = {}
-        if resume_from:
-            restored = (self.raw_model, self.optimizer, self.train_loader)
-            state = checkpoint.restore(resume_from, *restored, config, runtime.print0)
+        restored = (self.raw_model, self.optimizer, self.train_loader)
+        state = checkpoint.restore(resume_from, *restored, config, runtime.print0)
         self.start_step = state.get("step", 0)
-        self.evaluations = {"val_loss": state.get("val_loss"), "hellaswag": state.get("hellaswag")}
-        runtime.print0(self.plan())
-        self.log = checkpoint.RunLog(config, master, self.start_step, state.get("wandb_run_id"))
+        runtime.print0(f"{config}\n{self.plan()}")  # the config with its defaults resolved
+        self.log = checkpoint.RunLog(config, master, state)
         # the compiled model serves training and evaluation; DDP wraps it for training only
         self.model = torch.compile(self.raw_model) if config.compile else self.raw_model
         device_ids = [device.index] if device.type == "cuda" else None
         self.ddp_model = DDP(self.model, device_ids) if runtime.distributed else self.model
         self.flops_per_token = self.raw_model.flops_per_token(T)
-        self.peak_flops = rt.peak_bf16_flops(device)  # None off the GPUs in the table: no MFU
-        self.first_step = None  # (step, time) at the end of this attempt's first step
 
     def plan(self):
-        c, train_tokens = self.config, self.train_loader.epoch_tokens
-        run_tokens = c.max_steps * c.total_batch_size
-        val = f"every {c.eval_every} steps on {c.val_tokens:,} tokens" if c.eval_every else "off"
-        hella, samples = (
-            f"every {n} steps" if n else "off" for n in (c.hellaswag_every, c.sample_every)
+        c, epoch_tokens = self.config, self.train_loader.epoch_tokens
+        epochs = c.max_steps * c.total_batch_size / epoch_tokens
+        plan = (
+            f"{c.max_steps:,} steps of {c.total_batch_size:,} tokens = {c.micro_batch_size} "
+            f"sequences x {c.seq_len} tokens x {self.grad_accum_steps} accumulation steps x "
+            f"world size {self.runtime.world_size}: {epochs:.2f} epochs of {epoch_tokens:,} "
+            "train tokens"
         )
-        lines = [
-            f"model: {c.model}, {self.raw_model.num_parameters():,} parameters, "
-            f"vocab {c.vocab_size}, {c.dtype}, compile {c.compile}",
-            f"batch: {c.total_batch_size:,} tokens per step = {c.micro_batch_size} sequences x "
-            f"{c.seq_len} tokens x {self.grad_accum_steps} accumulation steps x world size "
-            f"{self.runtime.world_size}",
-            f"run: {c.max_steps:,} steps, {run_tokens:,} tokens, {run_tokens / train_tokens:.2f} "
-            f"epochs over {train_tokens:,} train tokens",
-            f"lr: {c.max_lr:g} after {c.warmup_steps} warmup steps, then cosine decay to "
-            f"{c.max_lr * c.min_lr_ratio:g}",
-            f"eval: val loss {val}, HellaSwag {hella}, samples {samples} (and after the last step)",
-        ]
-        if run_tokens >= 2 * train_tokens:
-            more = "tokenize more with fineweb.py --tokens, or use --max-steps auto for one pass"
-            repeats = f"repeats its train data {run_tokens / train_tokens:.1f} times"
-            lines.append(f"warning: the run {repeats} ({more})")
-        return "\n".join(lines)
+        if epochs >= 2:
+            plan += "\nwarning: the run repeats its data: tokenize more with fineweb.py --tokens"
+        return plan
 
-    def fit(self, resume_command):  # returns the exit code
+    def fit(self, resume_command):
         config, stop_signal = self.config, checkpoint.StopSignal()
         try:
             for step in range(self.start_step, config.max_steps):
@@ -293,8 +251,8 @@ class Trainer:
                 if stopping or (every and (step + 1) % every == 0 and step + 1 < config.max_steps):
                     self.save(step + 1)
                 if stopping:
-                    stopped = f"stopped by a signal after step {step}"
-                    self.runtime.print0(f"{stopped}; to resume, run:\n  {resume_command}")
+                    resume = f"to resume, run:\n  {resume_command}"
+                    self.runtime.print0(f"stopped by a signal after step {step}; {resume}")
                     return 0
             self.evaluate(config.max_steps)  # the final model's numbers, saved with it
             self.save(config.max_steps)
@@ -312,24 +270,20 @@ class Trainer:
             model.eval()
             loss = validation_loss(model, self.val_loader, config.val_tokens, runtime, self.dtype)
             model.train()
-            runtime.print0(f"step {step:5d} | val loss {loss:.4f}")
-            self.log.write(step, "val", loss)
-            self.evaluations["val_loss"] = loss
+            self.log.write(step, "val", loss, f"val loss {loss:.4f}")
         if self.due(config.hellaswag_every, step):
-            limit, file = config.hellaswag_limit, self.hellaswag_file
+            file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)  # main() checked
+            limit = config.hellaswag_limit
             correct, _, total = hellaswag.evaluate(model, file, runtime, limit, dtype=self.dtype)
             acc = correct / total
-            runtime.print0(f"step {step:5d} | HellaSwag acc_norm {correct}/{total} = {acc:.4f}")
-            self.log.write(step, "hella", acc)
-            self.evaluations["hellaswag"] = acc
+            self.log.write(step, "hella", acc, f"HellaSwag acc_norm {correct}/{total} = {acc:.4f}")
         if self.due(config.sample_every, step) and runtime.is_master:
             # the uncompiled model: each new length would be a new shape to compile
-            generator = torch.Generator(device=runtime.device).manual_seed(config.seed)
-            texts = sample_texts(self.raw_model, SAMPLE_PROMPT, 4, 32, generator=generator)
+            texts = sample_texts(self.raw_model, SAMPLE_PROMPT, 4, 32, seed=config.seed)
             for i, text in enumerate(texts):
                 print(f"sample {i}: {text}")
 
-    def advance(self, step):  # False if the loss is not finite
+    def advance(self, step):
         config, runtime = self.config, self.runtime
         t0 = time.perf_counter()
         min_lr = config.max_lr * config.min_lr_ratio
@@ -337,45 +291,31 @@ class Trainer:
         batches = [
             self.train_loader.next_batch(runtime.device) for _ in range(self.grad_accum_steps)
         ]
-        rank_loss, norm = train_step(
+        loss, norm = train_step(
             self.ddp_model, self.optimizer, batches, lr, config.grad_clip, self.dtype
         )
         # the mean over the ranks; .item() waits for the GPU, so dt times the whole step
-        loss = runtime.all_reduce_sum(rank_loss).item() / runtime.world_size
+        loss = runtime.all_reduce_sum(loss).item() / runtime.world_size
         dt = time.perf_counter() - t0
         if not math.isfinite(loss):
             stop = "stopping (the last checkpoint stays)"
             runtime.print0(f"error: the loss is {loss} at step {step}; {stop}", file=sys.stderr)
             return False
         tokens_per_second = config.total_batch_size / dt
-        flops = tokens_per_second / runtime.world_size * self.flops_per_token
-        mfu = None if self.peak_flops is None else flops / self.peak_flops
-        grad_norm = 0.0 if norm is None else norm.item()
-        runtime.print0(
-            f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {grad_norm:.4f} | "
-            f"dt {dt * 1000:.2f}ms | tok/sec {tokens_per_second:,.0f}"
-            + (f" | mfu {mfu:.1%}" if mfu is not None else "")
-            + f" | eta {self.time_left(step)}"
-        )
-        more = dict(lr=lr, grad_norm=grad_norm, tokens_per_second=tokens_per_second, mfu=mfu)
-        self.log.write(step, "train", loss, **more)
+        mfu = rt.mfu(tokens_per_second / runtime.world_size * self.flops_per_token, runtime.device)
+        norm = norm.item()
+        text = f"loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.2f}ms"
+        text += f" | tok/sec {tokens_per_second:,.0f}"
+        text += "" if mfu is None else f" | mfu {mfu:.1%}"
+        more = dict(lr=lr, grad_norm=norm, tokens_per_second=tokens_per_second, mfu=mfu)
+        self.log.write(step, "train", loss, text, **more)
         return True
 
-    def time_left(self, step):  # timed from the end of the first step, which compiles
-        now = time.perf_counter()
-        if self.first_step is None:
-            self.first_step = (step, now)
-            return "-"
-        first, then = self.first_step
-        seconds = round((now - then) / (step - first) * (self.config.max_steps - 1 - step))
-        return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
-
-    def save(self, step):  # the state after `step` steps; the other ranks wait for rank 0
+    def save(self, step):  # the other ranks wait for rank 0
         if self.runtime.is_master:
             path = Path(self.config.log_dir) / f"model_{step:05d}.pt"
-            run = {"wandb_run_id": self.log.wandb_run_id(), **self.evaluations}
             parts = (self.raw_model, self.optimizer, self.train_loader.state_dict(), self.config)
-            checkpoint.save(path, step, *parts, run)
+            checkpoint.save(path, step, *parts, self.log.run())
             print(f"saved {path}")
         self.runtime.barrier()
 
@@ -383,15 +323,15 @@ class Trainer:
 def parse_config(argv=None):
     """TrainConfig from the command line: each field is a --flag-with-dashes; `auto` means None."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    types = {int: int, float: float, int | None: auto_int}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata["help"] + ("" if f.default is None else f" (default: {f.default})")
         if f.type in (bool, bool | None):
-            action = argparse.BooleanOptionalAction
-            parser.add_argument(flag, action=action, default=f.default, help=help_text)
+            how = dict(action=argparse.BooleanOptionalAction)
         else:
-            parse = auto_int if f.type == int | None else f.type if f.type in (int, float) else str
-            parser.add_argument(flag, type=parse, default=f.default, help=help_text)
+            how = dict(type=types.get(f.type, str))
+        parser.add_argument(flag, default=f.default, help=help_text, **how)
     return TrainConfig(**vars(parser.parse_args(argv)))
 
 
@@ -403,20 +343,14 @@ def check_numbers(config):
     """Each number where it enters: AdamW, the model or the schedule would fail far from it."""
     tests = {"be positive": lambda v: v > 0, "be at least 0": lambda v: v >= 0}
     tests |= {"lie in [0, 1]": lambda v: 0 <= v <= 1, "lie in [0, 1)": lambda v: 0 <= v < 1}
+    tests["lie in [0, 2**63)"] = lambda v: 0 <= v < 2**63  # what torch.manual_seed takes
+    tests["be at least 50257"] = lambda v: v >= storage.GPT2_VOCAB_SIZE  # the shards' token ids
     for f in fields(config):
         value, valid = getattr(config, f.name), f.metadata["valid"]
         if valid and value is not None and not (math.isfinite(value) and tests[valid](value)):
-            raise ConfigError(f"--{f.name.replace('_', '-')} must {valid}, not {value}")
-    if config.vocab_size < storage.GPT2_VOCAB_SIZE:
-        ids = f"below the GPT-2 token ids in the shards (0-{storage.GPT2_VOCAB_SIZE - 1})"
-        raise ConfigError(f"--vocab-size {config.vocab_size} is {ids}: use 50304")
-    if config.seed >= 2**63:
-        raise ConfigError(f"--seed {config.seed} is too large: use one below 2**63")
-    if config.eval_every and config.val_tokens < config.seq_len:
-        less = f"less than one sequence of {config.seq_len}: raise it"
-        raise ConfigError(f"--val-tokens {config.val_tokens} is {less}, or --eval-every 0")
+            raise ValueError(f"--{f.name.replace('_', '-')} must {valid}, not {value}")
     if config.dtype not in ("auto", *rt.DTYPES):
-        raise ConfigError(f"--dtype {config.dtype}: choose one of auto, {', '.join(rt.DTYPES)}")
+        raise ValueError(f"--dtype {config.dtype}: choose one of auto, {', '.join(rt.DTYPES)}")
 
 
 def resolve_config(config, world_size, device, shards):
@@ -425,31 +359,32 @@ def resolve_config(config, world_size, device, shards):
     reference = (config.model, config.micro_batch_size, config.seq_len) == ("gpt2", 64, 1024)
     if reference and device.type != "cuda":
         quick_start = "README.md's quick start (python train_gpt2.py --model tiny ...)"
-        raise ConfigError(f"the reference run needs a CUDA GPU, not {device}: try {quick_start}")
+        raise ValueError(f"the reference run needs a CUDA GPU, not {device}: try {quick_start}")
     if config.seq_len > (block_size := preset_config(config.model).block_size):
-        too_long = f"exceeds the {config.model} model's block_size {block_size}"
-        raise ConfigError(f"--seq-len {config.seq_len} {too_long}")
+        raise ValueError(
+            f"--seq-len {config.seq_len} exceeds the {config.model} model's block_size {block_size}"
+        )
     per_micro_step = config.micro_batch_size * config.seq_len * world_size
     if config.total_batch_size % per_micro_step:
         nearest = max(1, round(config.total_batch_size / per_micro_step)) * per_micro_step
-        raise ConfigError(
-            f"--total-batch-size {config.total_batch_size} is not a multiple of micro_batch_size x "
-            f"seq_len x world_size = {per_micro_step}: use --total-batch-size {nearest}, or "
-            "another --micro-batch-size"
+        raise ValueError(
+            f"--total-batch-size {config.total_batch_size} is not a multiple of micro-batch size x "
+            f"seq-len x world size = {per_micro_step}: use --total-batch-size {nearest}"
         )
     train_tokens = sum(n for _, n in shards.train)
     val_split_tokens = sum(n for _, n in shards.val) - 1  # the last token is a target only
     if (max_steps := config.max_steps or train_tokens // config.total_batch_size) == 0:
         more = "lower --total-batch-size, or tokenize more with fineweb.py --tokens"
-        raise ConfigError(f"--max-steps auto: {train_tokens:,} train tokens are not a step: {more}")
-    if val_split_tokens < config.seq_len and config.eval_every:
-        less = f"less than one sequence of {config.seq_len}"
-        raise ConfigError(f"the val shard holds {less}: use --eval-every 0")
+        raise ValueError(f"--max-steps auto: {train_tokens:,} train tokens are not a step: {more}")
+    val_tokens = min(config.val_tokens, val_split_tokens) // config.seq_len * config.seq_len
+    if config.eval_every and val_tokens == 0:
+        few = f"--val-tokens {config.val_tokens}"
+        few = "the val shard" if val_split_tokens < config.seq_len else few
+        raise ValueError(f"{few} is less than one sequence of {config.seq_len}: use --eval-every 0")
     defaults = dict(warmup_steps=round(max_steps * REFERENCE_WARMUP_STEPS / REFERENCE_MAX_STEPS))
     defaults.update(hellaswag_every=config.eval_every, sample_every=config.eval_every)
     defaults.update(dtype=rt.default_dtype(device), compile=device.type == "cuda")
     unset = {k: v for k, v in defaults.items() if getattr(config, k) in (None, "auto")}
-    val_tokens = min(config.val_tokens, val_split_tokens) // config.seq_len * config.seq_len
     return replace(config, max_steps=max_steps, val_tokens=val_tokens, **unset)
 
 
@@ -464,10 +399,10 @@ def main(argv=None):
             config = resolve_config(flags, world_size, device, shards)
             resume_from = checkpoint.candidates(config.log_dir, config.resume)
             if config.wandb_project and importlib.util.find_spec("wandb") is None:
-                raise ConfigError("--wandb-project needs the wandb package: pip install wandb")
+                raise ValueError("--wandb-project needs the wandb package: pip install wandb")
             if config.hellaswag_every and local_rank == 0:  # one download per machine, checked
-                path = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
-                hellaswag.load_examples(path, config.hellaswag_limit)
+                file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)
+                hellaswag.load_examples(file, config.hellaswag_limit)
             if rank == 0:  # one run per log directory: a second is refused before it writes
                 held.enter_context(checkpoint.lock_log_dir(config.log_dir))
         except (OSError, ValueError) as e:  # OSError: no HellaSwag file, which has a way out
@@ -485,11 +420,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:  # a second Ctrl-C
-            kept = "no checkpoint was written"
-            if newest := checkpoint.candidates(config.log_dir, "auto"):
-                kept = f"the newest checkpoint is {newest[0]}"
-            resume = f"to resume, run:\n  {resume_command}"
-            runtime.print0(f"\ninterrupted at once: {kept}; {resume}", file=sys.stderr)
+            runtime.print0(checkpoint.interrupted(config.log_dir, resume_command), file=sys.stderr)
             return 130
         finally:
             rt.stop(runtime)

@@ -18,6 +18,7 @@ import torch
 
 import checkpoint
 import gpt2
+import hf_export
 from conftest import FINEWEB_CSV, SHAKESPEARE_TXT, require_shared_data
 from gpt2 import GPT
 
@@ -202,7 +203,7 @@ def test_a_reexport_of_weights_from_elsewhere_says_so(exported, tmp_path):
 
 def test_scores_a_run_did_not_record_are_named_so(exported, tmp_path):
     run = dict(step=10, tokens=40960, val_loss=None, hellaswag=None)
-    gpt2.export_hf(exported[0], tmp_path / "hf", run)
+    hf_export.export(exported[0], tmp_path / "hf", run)
     _, body = front_matter_and_body(tmp_path / "hf")
     assert "10 steps, 40,960 tokens" in body
     assert "validation loss not recorded" in body and "HellaSwag acc_norm not recorded" in body
@@ -239,7 +240,7 @@ def test_config_json_is_written_last_so_an_interrupted_export_never_loads(
 
     monkeypatch.setattr(storage, "atomic_write", crash_before_config)
     with pytest.raises(KeyboardInterrupt):
-        gpt2.export_hf(exported[0], tmp_path / "hf")
+        hf_export.export(exported[0], tmp_path / "hf")
     assert written[0] == "model.safetensors" and sorted(written + ["config.json"]) == FILES
     # each file whole, no temporary
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == sorted(written)

@@ -116,7 +116,9 @@ def test_the_quick_start_works_as_written_without_the_hub(tmp_path):
 
     assert "1,000,000 tokens" in run(data)
     plan = run(train, "--max-steps", "2", "--hellaswag-every", "0")
-    assert "run: 2 steps" in plan and (tmp_path / "log_mini" / "model_00002.pt").is_file()
+    assert (
+        "\n2 steps of 4,096 tokens" in plan and (tmp_path / "log_mini" / "model_00002.pt").is_file()
+    )
     config = train_gpt2.parse_config(shlex.split(train)[2:])
     # the 200 steps of the README read it once
     assert config.max_steps * config.total_batch_size <= 900_000

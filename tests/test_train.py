@@ -246,7 +246,8 @@ def test_tiny_model_learns_on_real_text(fineweb_shards, tmp_path, capsys):
     assert first > 10.5 and last < first - 2.5
     assert log[40, "val"] < log[0, "val"] - 2.0
     out = capsys.readouterr().out
-    assert "40 steps, 40,960 tokens, 0.64 epochs over 64,000 train tokens" in out
+    assert "40 steps of 1,024 tokens = 4 sequences x 64 tokens x 4 accumulation steps" in out
+    assert "x world size 1: 0.64 epochs of 64,000 train tokens" in out
     assert "saved" in out and (tmp_path / "log" / "model_00040.pt").is_file()
 
 
@@ -478,13 +479,13 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
         ),
         (["--device", "cuda"], "CUDA is not available"),
         (["--val-tokens", "1"], "--val-tokens 1 is less than one sequence of 64"),
-        (["--vocab-size", "100"], "--vocab-size 100 is below the GPT-2 token ids in the shards"),
+        (["--vocab-size", "100"], "--vocab-size must be at least 50257, not 100"),
         (["--max-lr", "nan"], "--max-lr must be positive, not nan"),
         (["--weight-decay", "inf"], "--weight-decay must be at least 0, not inf"),
         (["--beta2", "nan"], "--beta2 must lie in [0, 1), not nan"),
         (["--eps", "0"], "--eps must be positive"),
-        (["--seed", str(2**70)], "--seed 1180591620717411303424 is too large"),
-        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--seed", str(2**70)], "--seed must lie in [0, 2**63), not 1180591620717411303424"),
+        (["--seed", "-1"], "--seed must lie in [0, 2**63), not -1"),
         (["--sample-every", "-2"], "--sample-every must be at least 0"),
     ],
 )
@@ -512,6 +513,17 @@ def test_a_checkpoint_of_another_model_is_refused(fineweb_shards, tmp_path, caps
     assert train_gpt2.main(args) == 0
     assert train_gpt2.main([*args, "--vocab-size", "50257", "--max-steps", "2"]) == 2
     assert "holds a different model" in capsys.readouterr().err
+
+
+def test_resuming_on_other_shards_is_refused(shard_copy, tmp_path, capsys):
+    args = tiny(shard_copy, tmp_path / "log", "--max-steps", "1")
+    assert train_gpt2.main(args) == 0
+    (shard_copy / "manifest.json").unlink()  # hand-made shards, one fewer than the run had
+    max(shard_copy.glob("edufineweb_train_*.npy")).unlink()
+    assert train_gpt2.main([*args[:-1], "2"]) == 2
+    err = capsys.readouterr().err
+    assert "model_00001.pt was trained on 64,000 tokens, not 48,000" in err
+    assert "resume on the same shards" in err
 
 
 def test_resuming_with_other_settings_says_which(fineweb_shards, tmp_path, capsys):
@@ -713,11 +725,19 @@ def test_the_reference_run_on_a_cpu_points_to_the_quick_start(
     assert not (tmp_path / "log").exists()
 
 
+def test_a_run_that_repeats_its_data_says_so(fineweb_shards, tmp_path, capsys):
+    args = tiny(fineweb_shards, tmp_path, "--max-steps", "130", "--eval-every", "0")
+    assert train_gpt2.main(args) == 0
+    out = capsys.readouterr().out
+    assert "2.08 epochs of 64,000 train tokens\nwarning: the run repeats its data" in out
+
+
 def test_an_interval_of_zero_turns_an_evaluation_off(fineweb_shards, tmp_path, capsys):
     args = tiny(fineweb_shards, tmp_path, "--max-steps", "2", "--eval-every", "0")
     assert train_gpt2.main(args) == 0
     assert {kind for _, kind in read_log(tmp_path)} == {"train"}
-    assert "eval: val loss off, HellaSwag off, samples off" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "val loss" not in out and "HellaSwag" not in out and "sample 0" not in out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -764,7 +784,7 @@ def test_shuffle_documents_moves_whole_documents(enc):
     pieces = [(7, 8), (eot, 1, 2), (eot, 3), (eot, 4, 5, 6)]
     orders = set()
     for seed in range(20):
-        shuffled = train_gpt2.shuffle_documents(tokens, np.random.default_rng(seed))
+        shuffled = storage.shuffle_documents(tokens, [seed])
         cut = [0, *np.flatnonzero(shuffled == eot), len(shuffled)]
         found = [tuple(shuffled[a:b].tolist()) for a, b in zip(cut, cut[1:], strict=False) if b > a]
         head = (7, 8)  # a piece without its <|endoftext|> may stick to the one before it
@@ -772,9 +792,7 @@ def test_shuffle_documents_moves_whole_documents(enc):
         assert sorted(tokens.tolist()) == sorted(shuffled.tolist())
         assert all(piece in pieces for piece in joined)
         orders.add(tuple(shuffled.tolist()))
-        assert np.array_equal(
-            shuffled, train_gpt2.shuffle_documents(tokens, np.random.default_rng(seed))
-        )
+        assert np.array_equal(shuffled, storage.shuffle_documents(tokens, [seed]))
     assert len(orders) > 10
 
 
