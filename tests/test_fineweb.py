@@ -116,11 +116,17 @@ def run(*args):
 
 
 def run_script(*args, env=None):
-    """`python fineweb.py ...` in a child process."""
+    """`python fineweb.py ...` in a child process. Its SIGINT is Ctrl-C's even when the tests run
+    as a background job, which inherits SIGINT ignored: Python then raises no KeyboardInterrupt."""
     command = [sys.executable, str(ROOT / "fineweb.py"), *map(str, args)]
     env = {**os.environ, **(env or {})}
     return subprocess.Popen(
-        command, text=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command,
+        text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -675,9 +681,8 @@ def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(
     code, _, err = run(*args)  # a second run into the same directory, while the first is writing
     assert_error(code, err, f"{out} is being written by another fineweb.py run (pid {process.pid})")
     process.send_signal(sig)
-    _, err = process.communicate(
-        timeout=60
-    )  # returns once the tokenizer processes, too, have exited
+    # returns once the tokenizer processes, too, have exited
+    _, err = process.communicate(timeout=60)
     partial = manifest_of(out)
     assert not partial["complete"] and 2 <= len(partial["shards"]) < 75
     if sig == signal.SIGINT:
@@ -685,9 +690,8 @@ def test_killed_run_resumes_byte_identical_and_holds_the_directory_meanwhile(
             process.returncode == 130 and "rerun the same command" in err and "Traceback" not in err
         )
         assert leftovers(out) == []
-    assert (out / ".fineweb.lock").read_text().strip() == str(
-        process.pid
-    )  # a stale lock does not block
+    # a stale lock does not block
+    assert (out / ".fineweb.lock").read_text().strip() == str(process.pid)
     code, stdout, err = run(*args)
     assert code == 0, err
     assert_same_output(out, big_reference)
