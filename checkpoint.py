@@ -98,7 +98,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 def summary(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint tells of its run, for a model card: steps, tokens, the last evaluations."""
     tokens = checkpoint["step"] * checkpoint["train_config"]["total_batch_size"]
-    scores = {key: checkpoint.get(key) for key in ("val_loss", "hellaswag")}
+    scores = {key: checkpoint.get(key) for key in EVALUATIONS.values()}
     return {"step": checkpoint["step"], "tokens": tokens, **scores}
 
 

@@ -67,7 +67,7 @@ def export(model: GPT, directory: str | os.PathLike, run: dict[str, Any] | None 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty directory: export into a new one")
     hf_config, state = hf_layout(model)
-    scores = {k: (run or {}).get(k) for k in ("val_loss", "hellaswag")}
+    scores = {k: (run or {}).get(k) for k in checkpoint.EVALUATIONS.values()}
     scores = {k: "not recorded" if v is None else f"{v:.4f}" for k, v in scores.items()}
     card = MODEL_CARD.format(
         **asdict(config),
