@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import re
@@ -96,7 +95,8 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     model = GPT(config).to(device)
     optimizer = model.configure_optimizers(0.1, 6e-4, fused=rung.fused_adamw, verbose=False)
     step_model = torch.compile(model) if rung.compile else model
-    dtype = torch.bfloat16 if rung.bf16 else torch.float32
+    dtype = "bf16" if rung.bf16 else "fp32"
+    scaler = rt.grad_scaler(device, rt.DTYPES[dtype])  # a no-op: no rung runs fp16
     tokens = torch.randint(0, 50257, (args.micro_batch_size, args.seq_len + 1), device=device)
     batch = (tokens[:, :-1], tokens[:, 1:])
 
@@ -107,7 +107,9 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
 
     def step() -> None:
         with attention():
-            loss, _ = train_step(step_model, optimizer, [batch], 6e-4, 1.0, dtype)
+            loss, _ = train_step(
+                step_model, optimizer, [batch], 6e-4, 1.0, rt.DTYPES[dtype], scaler
+            )
         loss.item()  # waits for the device
 
     for _ in range(args.warmup_steps):  # compilation, autotuning, allocator warm-up
@@ -122,7 +124,7 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     timing = Timing(
         ms_per_step=seconds * 1000,
         tokens_per_second=tokens_per_second,
-        mfu=rt.mfu(flops_per_second, device),
+        mfu=rt.mfu(flops_per_second, device, dtype),
         peak_memory_bytes=peak_memory(device),
     )
     if args.profile:
@@ -369,11 +371,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def print_ladder(rungs: list[Rung], args: argparse.Namespace, device: torch.device) -> float:
-    """Time each rung and print the Markdown table; returns the last rung's ms per step."""
+def print_ladder(
+    rungs: list[Rung], args: argparse.Namespace, device: torch.device
+) -> tuple[float, list[str]]:
+    """Time each rung and print the Markdown table; returns the last rung's ms per step and the
+    names of the rungs that ran out of memory."""
     print("| rung | ms/step | tokens/s | vs first rung | MFU | peak memory |")
     print("|---|---:|---:|---:|---:|---:|")
-    baseline, previous, step_ms = None, None, float("nan")
+    baseline, previous, step_ms, ran_out = None, None, float("nan"), []
     for rung in rungs:
         reason = not_applicable(rung, previous, device)
         previous = rung
@@ -382,16 +387,15 @@ def print_ladder(rungs: list[Rung], args: argparse.Namespace, device: torch.devi
             continue
         try:
             timing = time_rung(rung, args, device)
-        except torch.cuda.OutOfMemoryError:
+        except RuntimeError as error:  # the CPU's allocator too
+            if not rt.is_out_of_memory(error):
+                raise
             timing = None
         if timing is None:  # outside the except block, so that the failed step's tensors are freed
-            gc.collect()
-            torch.cuda.empty_cache()
+            rt.free_memory(device)
             torch._dynamo.reset()
-            print(
-                f"| {rung.name} | out of memory: try a smaller --micro-batch-size | | | | |",
-                flush=True,
-            )
+            print(f"| {rung.name} | out of memory | | | | |", flush=True)
+            ran_out.append(rung.name)
             continue
         baseline = baseline or timing.tokens_per_second
         step_ms = timing.ms_per_step
@@ -402,7 +406,7 @@ def print_ladder(rungs: list[Rung], args: argparse.Namespace, device: torch.devi
             f"{timing.peak_memory_bytes / 2**20:,.0f} MiB |",
             flush=True,
         )
-    return step_ms
+    return step_ms, ran_out
 
 
 def check_args(args: argparse.Namespace, device: torch.device) -> None:
@@ -472,7 +476,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.model}, micro-batch {args.micro_batch_size} x {args.seq_len} tokens, "
             f"{args.steps} timed steps after {args.warmup_steps}\n"
         )
-        step_ms = print_ladder(ladder() if args.rungs == "all" else ladder()[-1:], args, device)
+        rungs = ladder() if args.rungs == "all" else ladder()[-1:]
+        step_ms, ran_out = print_ladder(rungs, args, device)
+        if ran_out:
+            what = f"the training step of {', '.join(ran_out)}"
+            size = args.micro_batch_size
+            error = rt.out_of_memory_error(what, "--micro-batch-size", size, device)
+            print(f"error: {error}", file=sys.stderr)
+            return 1
         loader_ms = time_loader(args, device) * 1000
         share = f"{loader_ms / step_ms:.1%} of the last rung's step"
         print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {share}")

@@ -36,10 +36,11 @@ class CheckpointError(ValueError):
 
 
 def save(
-    path: Path, step: int, model, optimizer, loader_state, train_config, run: dict[str, Any]
+    path: Path, step: int, model, optimizer, scaler, loader_state, train_config, run: dict[str, Any]
 ) -> None:
     """Write the state after `step` optimizer steps atomically: a crash never leaves half a file.
-    run: the W&B run id and the last evaluations (for an export's model card)."""
+    run: RunLog.run(), the W&B run id, the last evaluations (for an export's model card) and the
+    updates that fp16's loss scaling skipped."""
     checkpoint = {
         "format": FORMAT,
         "version": VERSION,
@@ -48,6 +49,8 @@ def save(
         "wandb_run_id": run["wandb_run_id"],  # a resumed run goes on in the same W&B run
         "step": step,
         "optimizer": optimizer.state_dict(),  # AdamW's moments: without them a resume is a restart
+        "scaler": scaler.state_dict(),  # fp16's loss scale ({} for bf16 and fp32)
+        "skipped_steps": run["skipped_steps"],
         "loader": loader_state,
         "rng": {
             "torch": torch.get_rng_state(),
@@ -122,9 +125,12 @@ def candidates(log_dir: str, resume: str) -> list[Path]:
     return [Path(resume)]
 
 
-def restore(paths: list[Path], model, optimizer, loader, train_config, print0) -> dict[str, Any]:
-    """Load the first readable checkpoint of paths into model, optimizer, loader and the RNGs, and
-    return it ({} for none); with --resume auto an unreadable one is passed over with a warning."""
+def restore(
+    paths: list[Path], model, optimizer, scaler, loader, train_config, print0
+) -> dict[str, Any]:
+    """Load the first readable checkpoint of paths into model, optimizer, loss scaler, loader and
+    the RNGs, and return it ({} for none); with --resume auto an unreadable one is passed over with
+    a warning. The micro-batch size may differ from the run's: the batches are the same tokens."""
     if not paths:
         return {}
     for path in paths:
@@ -147,6 +153,8 @@ def restore(paths: list[Path], model, optimizer, loader, train_config, print0) -
         raise CheckpointError(f"{path} was trained on {counts}: resume on the same shards")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):  # fp16's loss scale; after bf16 or fp32, fp16 starts a new one
+        scaler.load_state_dict(state["scaler"])
     loader.load_state_dict(state["loader"])
     torch.set_rng_state(state["rng"]["torch"])
     if state["rng"]["cuda"] and len(state["rng"]["cuda"]) == torch.cuda.device_count():
@@ -164,13 +172,17 @@ def changed_settings(checkpoint: dict[str, Any], train_config) -> list[str]:
     return [f"--{name.replace('_', '-')} {old.get(name)} -> {new[name]}" for name in changed]
 
 
-def resume_command(script: str, argv: list[str]) -> str:
-    """The command that continues this run from its newest checkpoint: the flags but --resume."""
+def resume_command(script: str, argv: list[str], **changed: Any) -> str:
+    """The command that continues this run from its newest checkpoint: the flags but --resume, and
+    those in changed set anew (micro_batch_size=16: --micro-batch-size 16)."""
+    dropped = ["--resume", *(f"--{name.replace('_', '-')}" for name in changed)]
     args = [
         a
         for i, a in enumerate(argv)
-        if not a.startswith("--resume") and argv[i - 1 : i] != ["--resume"]
+        if a.split("=")[0] not in dropped and argv[i - 1 : i] not in [[flag] for flag in dropped]
     ]
+    for name, value in changed.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
     command = shlex.join([os.path.relpath(script), *args])
     world, local_world = (
         int(os.environ.get("WORLD_SIZE", 1)),
@@ -184,11 +196,31 @@ def resume_command(script: str, argv: list[str]) -> str:
     return f"torchrun {nodes} <your rendezvous flags> {command}"
 
 
-def interrupted(log_dir: str, resume_command: str) -> str:
-    """What a second Ctrl-C, which stops a run at once, leaves in log_dir, and how to go on."""
+def kept(log_dir: str) -> str:
+    """What a run stopped at once (a second Ctrl-C, out of memory) leaves in log_dir."""
     newest = candidates(log_dir, "auto")
-    kept = f"the newest checkpoint is {newest[0]}" if newest else "no checkpoint was written"
-    return f"\ninterrupted at once: {kept}; to resume, run:\n  {resume_command}"
+    return (
+        f"the newest checkpoint, {newest[0]}, is intact" if newest else "no checkpoint was written"
+    )
+
+
+def stopped(step: int, resume_command: str) -> str:
+    """What a run stopped by SIGTERM or Ctrl-C says, having saved its state after step."""
+    return f"stopped by a signal after step {step}; to resume, run:\n  {resume_command}"
+
+
+def interrupted(log_dir: str, resume_command: str) -> str:
+    """What a second Ctrl-C, which stops a run at once, leaves, and how to go on."""
+    return f"\ninterrupted at once: {kept(log_dir)}; to resume, run:\n  {resume_command}"
+
+
+def out_of_memory(error, log_dir: str, script: str, argv: list[str]) -> str:
+    """One line: what ran out of memory (a runtime.OutOfMemory), the checkpoint it leaves intact,
+    and the command that resumes from it at the smaller micro-batch size the error suggests."""
+    if error.smaller is None:
+        return f"error: {error}; {kept(log_dir)}"
+    command = resume_command(script, argv, micro_batch_size=error.smaller)
+    return f"error: {error}, or auto; {kept(log_dir)}; to resume, run: {command}"
 
 
 def lock_log_dir(log_dir: str):
@@ -232,6 +264,7 @@ class RunLog:
         self.max_steps, self.first_step, self.wandb_run = train_config.max_steps, None, None
         # the last evaluations, which each checkpoint records for an export's model card
         self.last = {kind: resumed.get(key) for kind, key in EVALUATIONS.items()}
+        self.skipped_steps = resumed.get("skipped_steps", 0)  # fp16 updates the scaler skipped
         resume_step = resumed.get("step", 0)
         if not enabled:
             return
@@ -277,9 +310,10 @@ class RunLog:
         return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
     def run(self) -> dict[str, Any]:
-        """What save() records of the run: its W&B id and last evaluations."""
+        """What save() records of the run: its W&B id, last evaluations and skipped steps."""
         wandb_run_id = None if self.wandb_run is None else self.wandb_run.id
-        return {"wandb_run_id": wandb_run_id} | {EVALUATIONS[k]: self.last[k] for k in EVALUATIONS}
+        run = {"wandb_run_id": wandb_run_id, "skipped_steps": self.skipped_steps}
+        return run | {EVALUATIONS[k]: self.last[k] for k in EVALUATIONS}
 
     def close(self) -> None:
         if self.wandb_run is not None:

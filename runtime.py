@@ -8,14 +8,19 @@ train_gpt2.py, hellaswag.py and bench.py all launch this way:
 """
 
 import contextlib
+import gc
+import importlib.util
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+import storage
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps"
 
 
@@ -120,54 +125,190 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def default_dtype(device: torch.device) -> str:
-    """The key in DTYPES to use: bf16 autocast where tensor cores pay for it (CUDA), else fp32."""
-    return "bf16" if device.type == "cuda" else "fp32"
+    """--dtype auto, a key in DTYPES: bf16 on GPUs that compute it natively (compute capability 8.0
+    and up: A100, RTX 30xx and later), fp16 with loss scaling on older ones (V100, T4, RTX 20xx),
+    where bf16 is emulated; fp32 on the CPU and MPS."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+
+
+def why_not_compile(device: torch.device) -> str | None:
+    """Why --compile auto leaves torch.compile off on device; None where it turns it on: an NVIDIA
+    GPU that Triton, its GPU backend, supports (compute capability 7.0 and up)."""
+    if device.type != "cuda":
+        return f"on {device.type} compiling costs more than it saves in short runs"
+    if (capability := torch.cuda.get_device_capability(device)) < (7, 0):
+        return f"Triton needs compute capability 7.0, this GPU has {capability[0]}.{capability[1]}"
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    return None
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype) -> torch.amp.GradScaler:
+    """fp16's dynamic loss scaling: gradients too small for fp16 are scaled up into its range, and
+    a step whose gradients overflow is skipped. A no-op for bf16 (fp32's range) and fp32."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """bf16 autocast: matmuls in bf16, reductions and the loss in fp32. fp32 is a no-op."""
+    """bf16/fp16 autocast: matmuls in 16 bits, reductions and the loss in fp32. fp32 is a no-op."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# Dense bf16 tensor-core FLOP/s (fp32 accumulation) from NVIDIA's datasheets, by the whole name
-# that torch.cuda.get_device_name() reports. Unlisted GPUs get None, not a guess (the RTX 4090 D and
-# 3090 Ti differ from their namesakes; the A10G has no datasheet).
-PEAK_BF16_FLOPS = [
-    (r"NVIDIA H100 PCIe", 756e12),
-    (r"NVIDIA H100 NVL", 835e12),
-    (r"NVIDIA H100( .*)?", 989e12),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
-    (r"NVIDIA H200 NVL", 835e12),
-    (r"NVIDIA H200( .*)?", 989e12),
-    (r"NVIDIA GH200( .*)?", 989e12),
-    (r"NVIDIA A100[ -].*", 312e12),  # SXM4 and PCIe, 40 and 80 GB
-    (r"NVIDIA L4", 121e12),
-    (r"NVIDIA L40", 181e12),
-    (r"NVIDIA L40S", 362e12),
-    (r"NVIDIA A10", 125e12),
-    (r"NVIDIA RTX A6000", 154.8e12),
-    (r"NVIDIA GeForce RTX 4090", 165.2e12),  # GeForce cards accumulate fp32 at half rate
-    (r"NVIDIA GeForce RTX 3090", 71e12),
+# Dense 16-bit tensor-core FLOP/s with fp32 accumulation, from NVIDIA's datasheets (the "with
+# sparsity" figures halved), by the whole name that torch.cuda.get_device_name() reports and the
+# autocast dtype. From Ampere on, bf16 and fp16 run at the same rate; Volta and Turing have no bf16
+# tensor cores, so fp16 only. Unlisted GPUs get None, not a guess (the RTX 4090 D and 3090 Ti differ
+# from their namesakes; the A10G has no datasheet).
+AMPERE_AND_LATER = ("bf16", "fp16")
+PEAK_FLOPS = [
+    (r"NVIDIA H100 PCIe", AMPERE_AND_LATER, 756e12),
+    (r"NVIDIA H100 NVL", AMPERE_AND_LATER, 835e12),
+    (r"NVIDIA H100( .*)?", AMPERE_AND_LATER, 989e12),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
+    (r"NVIDIA H200 NVL", AMPERE_AND_LATER, 835e12),
+    (r"NVIDIA H200( .*)?", AMPERE_AND_LATER, 989e12),
+    (r"NVIDIA GH200( .*)?", AMPERE_AND_LATER, 989e12),
+    (r"NVIDIA A100[ -].*", AMPERE_AND_LATER, 312e12),  # SXM4 and PCIe, 40 and 80 GB
+    (r"NVIDIA L4", AMPERE_AND_LATER, 121e12),
+    (r"NVIDIA L40", AMPERE_AND_LATER, 181e12),
+    (r"NVIDIA L40S", AMPERE_AND_LATER, 362e12),
+    (r"NVIDIA A10", AMPERE_AND_LATER, 125e12),
+    (r"NVIDIA RTX A6000", AMPERE_AND_LATER, 154.8e12),
+    (r"NVIDIA GeForce RTX 4090", AMPERE_AND_LATER, 165.2e12),  # GeForce: fp32 sums at half rate
+    (r"NVIDIA GeForce RTX 3090", AMPERE_AND_LATER, 71e12),
+    (r"Tesla V100-SXM2-(16|32)GB", ("fp16",), 125e12),
+    (r"Tesla V100-PCIE-(16|32)GB", ("fp16",), 112e12),
+    (r"Tesla V100S-PCIE-32GB", ("fp16",), 130e12),
+    (r"Tesla T4", ("fp16",), 65e12),
+    (r"NVIDIA GeForce RTX 2080 Ti", ("fp16",), 53.8e12),  # reference clocks; fp32 sums, half rate
 ]
 
 
-def peak_bf16_flops(device: torch.device | str) -> float | None:
-    """Peak dense bf16 FLOP/s of a CUDA device, looked up from its name; None if unknown."""
+def peak_flops(device: torch.device | str, dtype: str) -> float | None:
+    """Peak dense FLOP/s of a CUDA device at autocast dtype (a DTYPES key); None if unknown."""
     device = torch.device(device)
     on_gpu = device.type == "cuda" and torch.cuda.is_available()
-    return peak_bf16_flops_for_name(torch.cuda.get_device_name(device) if on_gpu else "")
+    return peak_flops_for_name(torch.cuda.get_device_name(device) if on_gpu else "", dtype)
 
 
-def mfu(flops_per_second: float, device: torch.device) -> float | None:
-    """Model FLOPs utilization: the share of the GPU's peak bf16 FLOP/s that the model's count of
-    FLOPs reaches; None where the peak is unknown (CPUs, MPS, GPUs missing from the table)."""
-    peak = peak_bf16_flops(device)
+def peak_flops_for_name(gpu_name: str, dtype: str) -> float | None:
+    for pattern, dtypes, flops in PEAK_FLOPS:
+        if re.fullmatch(pattern, gpu_name.strip(), flags=re.IGNORECASE):
+            return flops if dtype in dtypes else None
+    return None
+
+
+def mfu(flops_per_second: float, device: torch.device, dtype: str) -> float | None:
+    """Model FLOPs utilization: the share of the GPU's peak FLOP/s at dtype that the model's count
+    of FLOPs reaches; None where that peak is unknown (CPUs, MPS, fp32, GPUs not in the table)."""
+    peak = peak_flops(device, dtype)
     return None if peak is None else flops_per_second / peak
 
 
-def peak_bf16_flops_for_name(gpu_name: str) -> float | None:
-    for pattern, flops in PEAK_BF16_FLOPS:
-        if re.fullmatch(pattern, gpu_name.strip(), flags=re.IGNORECASE):
-            return flops
-    return None
+# Memory: the micro-batch size that fits, and out of memory as one line
+
+
+class OutOfMemory(ValueError):
+    """The device ran out of memory: the message says in what, at which size, and what to pass
+    instead; smaller is that size (None where the size is 1 already)."""
+
+    def __init__(self, message: str, smaller: int | None):
+        super().__init__(message)
+        self.smaller = smaller
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    # CUDA and MPS raise torch.OutOfMemoryError; the CPU allocator a RuntimeError
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def describe(device: torch.device) -> str:
+    if device.type != "cuda":
+        return str(device)
+    gib = torch.cuda.get_device_properties(device).total_memory / 2**30
+    return f"{device} ({torch.cuda.get_device_name(device)}, {gib:.0f} GiB)"
+
+
+def out_of_memory_error(what: str, flag: str, size: int, device: torch.device) -> OutOfMemory:
+    smaller = size // 2 or None
+    instead = f"pass {flag} {smaller}" if smaller else "use a smaller model or a larger device"
+    return OutOfMemory(
+        f"{describe(device)} ran out of memory in {what} at {flag} {size}: {instead}", smaller
+    )
+
+
+@contextlib.contextmanager
+def out_of_memory(what: str, flag: str, size: int, device: torch.device):
+    """Turns an out-of-memory error raised inside into OutOfMemory: one line, no traceback."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        raise out_of_memory_error(what, flag, size, device) from None
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()  # a failed attempt's frames hold its tensors in reference cycles
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def probe_micro_batch(model, optimizer, train_step, sequences: int, seq_len: int, dtype, runtime):
+    """--micro-batch-size auto: the largest power of two up to 64 that divides sequences (per rank
+    and step) and at which a training step and a validation pass of that many seq_len-token
+    sequences run on this device; under torchrun the smallest such over the ranks. Each try is the
+    run's own train_step, on the model as it will run (compiled or not), on made-up tokens, and
+    leaves no trace: the weights are put back, the gradients and AdamW's moments dropped (the first
+    real step creates them as it would have), the run's RNG is not drawn from."""
+    started, device = time.perf_counter(), runtime.device
+    weights = {name: tensor.to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    sizes = [size for size in (64, 32, 16, 8, 4, 2, 1) if sequences % size == 0]
+
+    def attempt(size: int) -> None:  # its tensors die with it, before the next try
+        tokens = torch.randint(
+            storage.GPT2_VOCAB_SIZE, (size, seq_len + 1), generator=generator
+        ).to(device)
+        x, y = tokens[:, :-1], tokens[:, 1:]
+        try:
+            # no loss scaling: the optimizer step, whose memory counts, must not be skipped
+            train_step(
+                model, optimizer, [(x, y)], 0.0, 1.0, dtype, grad_scaler(device, torch.float32)
+            )
+            model.eval()
+            with torch.no_grad(), autocast(device, dtype):
+                model(x, y)
+        finally:
+            model.train()
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.state.clear()
+
+    tried, fits = [], 0
+    for size in sizes:
+        tried.append(size)
+        try:
+            attempt(size)
+            fits = size
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+        free_memory(device)
+        if fits:
+            break
+    model.load_state_dict(weights)
+    chosen = torch.tensor([fits], device=device)
+    if runtime.distributed:
+        dist.all_reduce(chosen, op=dist.ReduceOp.MIN)
+    chosen = int(chosen.item())
+    if tried != [chosen]:  # the sizes tried and dropped left graphs compiled for a dynamic size
+        torch.compiler.reset()
+    if chosen == 0:
+        raise out_of_memory_error("a training step", "--micro-batch-size", 1, device)
+    seconds, ran_out = time.perf_counter() - started, ", ".join(map(str, tried[:-1]))
+    ran_out = f"; {ran_out} ran out of memory" if ran_out else ""
+    runtime.print0(f"--micro-batch-size auto: {chosen} ({seconds:.1f}s{ran_out})")
+    return chosen

@@ -6,13 +6,12 @@
 Every TrainConfig field is a flag. SIGTERM or Ctrl-C saves a checkpoint; the same command resumes.
 """
 
-import argparse
 import contextlib
 import importlib.util
 import math
 import sys
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +19,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import checkpoint
+import cli
 import hellaswag
 import runtime as rt
 import storage
+from cli import option
 from gpt2 import GPT, SAMPLE_PROMPT, preset_config, sample_texts
 
 REFERENCE_MAX_STEPS = 19073  # 10B tokens / 524,288 tokens per step
 REFERENCE_WARMUP_STEPS = 715  # 375M tokens, as in the GPT-3 paper
-
-
-def option(default, help_text: str, valid: str = ""):
-    return field(default=default, metadata={"help": help_text, "valid": valid})
 
 
 @dataclass
@@ -40,7 +37,7 @@ class TrainConfig:
     # faster than 50257, though the 47 extra tokens never occur (the model learns to rule them out)
     vocab_size: int = option(50304, "50257 padded to a multiple of 128", "be at least 50257")
     total_batch_size: int = option(2**19, "tokens per step, all processes", "be positive")
-    micro_batch_size: int = option(64, "sequences per forward pass", "be positive")
+    micro_batch_size: int | None = option(None, "per pass (auto: the most that fit)", "be positive")
     seq_len: int = option(1024, "tokens per sequence", "be positive")
     max_lr: float = option(6e-4, "the learning rate after warmup", "be positive")
     min_lr_ratio: float = option(0.1, "the final learning rate / max_lr", "lie in [0, 1]")
@@ -67,8 +64,8 @@ class TrainConfig:
     wandb_project: str | None = option(None, "log to this W&B project (pip install wandb)")
     wandb_run_name: str | None = option(None, "the W&B run's name")
     device: str = option("auto", rt.DEVICE_HELP)
-    dtype: str = option("auto", "bf16 or fp32 autocast (auto: bf16 on CUDA)")
-    compile: bool | None = option(None, "torch.compile the model (default: on CUDA)")
+    dtype: str = option("auto", "bf16/fp16/fp32 (auto: bf16 on Ampere+, fp16 before, or fp32)")
+    compile: bool | None = option(None, "torch.compile the model (default: on CUDA 7.0+)")
 
 
 class DataLoader:
@@ -168,9 +165,10 @@ def learning_rate(step, max_lr, min_lr, warmup_steps, max_steps):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 
 
-def train_step(model, optimizer, batches, lr, grad_clip, dtype):
+def train_step(model, optimizer, batches, lr, grad_clip, dtype, scaler):
     """One optimizer step over the micro-batches [(x, y), ...]. Returns this rank's mean loss and
-    the gradient norm before clipping, on the device; grad_clip 0 clips nothing."""
+    the gradient norm before clipping, on the device; grad_clip 0 clips nothing. scaler: fp16's
+    loss scaling (a no-op for bf16 and fp32)."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)
@@ -180,17 +178,20 @@ def train_step(model, optimizer, batches, lr, grad_clip, dtype):
         # backward just adds to .grad (no_sync must be entered before the forward pass)
         last = micro_step == len(batches) - 1
         with model.no_sync() if isinstance(model, DDP) and not last else contextlib.nullcontext():
-            # bf16 autocast: matmuls in bf16, the loss in fp32; unlike fp16, no gradient scaler
+            # bf16 or fp16 autocast: matmuls in 16 bits, the loss in fp32
             with rt.autocast(x.device, dtype):
                 _, loss = model(x, y)
             # backward() sums the micro-steps' gradients, and each loss is a mean over its
             # micro-batch: divided by their number, they sum to the gradient of the batch's mean
             loss = loss / len(batches)
             loss_sum += loss.detach()
-            loss.backward()
+            # fp16 only: gradients below its range would round to 0, so the loss is scaled up
+            scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)  # the true gradients, to clip and to log
     # one unlucky batch must not shock the model with a huge update (GPT-3 clips at 1.0)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
-    optimizer.step()
+    scaler.step(optimizer)  # skipped where fp16's gradients overflowed (the norm is inf)
+    scaler.update()
     return loss_sum, norm
 
 
@@ -202,27 +203,32 @@ class Trainer:
         torch.manual_seed(config.seed)  # the same seed, the same initial weights: runs compare
         # TF32: fp32 matmuls on the tensor cores with a 10-bit mantissa, ~8x faster (Ampere and on)
         torch.set_float32_matmul_precision("high")
-        self.dtype = rt.DTYPES[config.dtype]
-        B, T, world = config.micro_batch_size, config.seq_len, runtime.world_size
-        # 0.5M tokens (GPT-3's batch for this size) do not fit in one forward pass: accumulate
-        self.grad_accum_steps = config.total_batch_size // (B * T * world)
+        self.dtype, T, world = rt.DTYPES[config.dtype], config.seq_len, runtime.world_size
         self.raw_model = GPT(preset_config(config.model, vocab_size=config.vocab_size)).to(device)
         betas, master = (config.beta1, config.beta2), runtime.is_master
         self.optimizer = self.raw_model.configure_optimizers(
             config.weight_decay, config.max_lr, betas, config.eps, verbose=master
         )
-        shuffle_seed = config.seed if config.shuffle else None
-        self.train_loader = DataLoader(shards.train, B, T, runtime.rank, world, shuffle_seed)
-        self.val_loader = DataLoader(shards.val, B, T)
-        restored = (self.raw_model, self.optimizer, self.train_loader)
-        state = checkpoint.restore(resume_from, *restored, config, runtime.print0)
-        self.start_step = state.get("step", 0)
-        runtime.print0(f"{config}\n{self.plan()}")  # the config with its defaults resolved
-        self.log = checkpoint.RunLog(config, master, state)
+        self.scaler = rt.grad_scaler(device, self.dtype)
         # the compiled model serves training and evaluation; DDP wraps it for training only
         self.model = torch.compile(self.raw_model) if config.compile else self.raw_model
         device_ids = [device.index] if device.type == "cuda" else None
         self.ddp_model = DDP(self.model, device_ids) if runtime.distributed else self.model
+        if config.micro_batch_size is None:  # auto: the most that fit, tried on made-up data
+            sequences = config.total_batch_size // (T * world)
+            probe = (self.model, self.optimizer, train_step, sequences, T, self.dtype, runtime)
+            self.config = config = replace(config, micro_batch_size=rt.probe_micro_batch(*probe))
+        B = config.micro_batch_size
+        # 0.5M tokens (GPT-3's batch for this size) do not fit in one forward pass: accumulate
+        self.grad_accum_steps = config.total_batch_size // (B * T * world)
+        shuffle_seed = config.seed if config.shuffle else None
+        self.train_loader = DataLoader(shards.train, B, T, runtime.rank, world, shuffle_seed)
+        self.val_loader = DataLoader(shards.val, B, T)
+        restored = (self.raw_model, self.optimizer, self.scaler, self.train_loader)
+        state = checkpoint.restore(resume_from, *restored, config, runtime.print0)
+        self.start_step = state.get("step", 0)
+        runtime.print0(f"{config}\n{self.plan()}")  # the config with its defaults resolved
+        self.log = checkpoint.RunLog(config, master, state)
         self.flops_per_token = self.raw_model.flops_per_token(T)
 
     def plan(self):
@@ -251,8 +257,7 @@ class Trainer:
                 if stopping or (every and (step + 1) % every == 0 and step + 1 < config.max_steps):
                     self.save(step + 1)
                 if stopping:
-                    resume = f"to resume, run:\n  {resume_command}"
-                    self.runtime.print0(f"stopped by a signal after step {step}; {resume}")
+                    self.runtime.print0(checkpoint.stopped(step, resume_command))
                     return 0
             self.evaluate(config.max_steps)  # the final model's numbers, saved with it
             self.save(config.max_steps)
@@ -265,21 +270,25 @@ class Trainer:
         return every > 0 and (step % every == 0 or step == self.config.max_steps)
 
     def evaluate(self, step):
-        config, runtime, model = self.config, self.runtime, self.model
+        config, runtime, model, val = self.config, self.runtime, self.model, self.val_loader
         if self.due(config.eval_every, step):
             model.eval()
-            loss = validation_loss(model, self.val_loader, config.val_tokens, runtime, self.dtype)
+            with self.out_of_memory("validation"):
+                loss = validation_loss(model, val, config.val_tokens, runtime, self.dtype)
             model.train()
             self.log.write(step, "val", loss, f"val loss {loss:.4f}")
         if self.due(config.hellaswag_every, step):
             file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)  # main() checked
             limit = config.hellaswag_limit
-            correct, _, total = hellaswag.evaluate(model, file, runtime, limit, dtype=self.dtype)
+            n = config.micro_batch_size // 4 or 1  # examples of 4 endings: B rows a pass
+            with self.out_of_memory("HellaSwag"):
+                correct, _, total = hellaswag.evaluate(model, file, runtime, limit, n, self.dtype)
             acc = correct / total
             self.log.write(step, "hella", acc, f"HellaSwag acc_norm {correct}/{total} = {acc:.4f}")
         if self.due(config.sample_every, step) and runtime.is_master:
             # the uncompiled model: each new length would be a new shape to compile
-            texts = sample_texts(self.raw_model, SAMPLE_PROMPT, 4, 32, seed=config.seed)
+            with self.out_of_memory("sampling"):
+                texts = sample_texts(self.raw_model, SAMPLE_PROMPT, 4, 32, seed=config.seed)
             for i, text in enumerate(texts):
                 print(f"sample {i}: {text}")
 
@@ -291,9 +300,9 @@ class Trainer:
         batches = [
             self.train_loader.next_batch(runtime.device) for _ in range(self.grad_accum_steps)
         ]
-        loss, norm = train_step(
-            self.ddp_model, self.optimizer, batches, lr, config.grad_clip, self.dtype
-        )
+        with self.out_of_memory("a training step"):
+            parts = (self.optimizer, batches, lr, config.grad_clip, self.dtype, self.scaler)
+            loss, norm = train_step(self.ddp_model, *parts)
         # the mean over the ranks; .item() waits for the GPU, so dt times the whole step
         loss = runtime.all_reduce_sum(loss).item() / runtime.world_size
         dt = time.perf_counter() - t0
@@ -302,74 +311,56 @@ class Trainer:
             runtime.print0(f"error: the loss is {loss} at step {step}; {stop}", file=sys.stderr)
             return False
         tokens_per_second = config.total_batch_size / dt
-        mfu = rt.mfu(tokens_per_second / runtime.world_size * self.flops_per_token, runtime.device)
-        norm = norm.item()
+        flops = tokens_per_second / runtime.world_size * self.flops_per_token
+        mfu, norm = rt.mfu(flops, runtime.device, config.dtype), norm.item()
         text = f"loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.2f}ms"
         text += f" | tok/sec {tokens_per_second:,.0f}"
         text += "" if mfu is None else f" | mfu {mfu:.1%}"
+        if self.scaler.is_enabled():  # fp16 overflowed: the scaler skipped the update, no harm
+            self.log.skipped_steps += not math.isfinite(norm)
+            text += f" | skipped steps {self.log.skipped_steps}"
         more = dict(lr=lr, grad_norm=norm, tokens_per_second=tokens_per_second, mfu=mfu)
         self.log.write(step, "train", loss, text, **more)
         return True
 
+    def out_of_memory(self, what):  # one line naming the micro-batch size, no traceback
+        B, device = self.config.micro_batch_size, self.runtime.device
+        return rt.out_of_memory(what, "--micro-batch-size", B, device)
+
     def save(self, step):  # the other ranks wait for rank 0
         if self.runtime.is_master:
             path = Path(self.config.log_dir) / f"model_{step:05d}.pt"
-            parts = (self.raw_model, self.optimizer, self.train_loader.state_dict(), self.config)
-            checkpoint.save(path, step, *parts, self.log.run())
+            parts = (self.raw_model, self.optimizer, self.scaler, self.train_loader.state_dict())
+            checkpoint.save(path, step, *parts, self.config, self.log.run())
             print(f"saved {path}")
         self.runtime.barrier()
 
 
 def parse_config(argv=None):
     """TrainConfig from the command line: each field is a --flag-with-dashes; `auto` means None."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    types = {int: int, float: float, int | None: auto_int}
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f.metadata["help"] + ("" if f.default is None else f" (default: {f.default})")
-        if f.type in (bool, bool | None):
-            how = dict(action=argparse.BooleanOptionalAction)
-        else:
-            how = dict(type=types.get(f.type, str))
-        parser.add_argument(flag, default=f.default, help=help_text, **how)
-    return TrainConfig(**vars(parser.parse_args(argv)))
-
-
-def auto_int(value):
-    return None if value == "auto" else int(value)
-
-
-def check_numbers(config):
-    """Each number where it enters: AdamW, the model or the schedule would fail far from it."""
-    tests = {"be positive": lambda v: v > 0, "be at least 0": lambda v: v >= 0}
-    tests |= {"lie in [0, 1]": lambda v: 0 <= v <= 1, "lie in [0, 1)": lambda v: 0 <= v < 1}
-    tests["lie in [0, 2**63)"] = lambda v: 0 <= v < 2**63  # what torch.manual_seed takes
-    tests["be at least 50257"] = lambda v: v >= storage.GPT2_VOCAB_SIZE  # the shards' token ids
-    for f in fields(config):
-        value, valid = getattr(config, f.name), f.metadata["valid"]
-        if valid and value is not None and not (math.isfinite(value) and tests[valid](value)):
-            raise ValueError(f"--{f.name.replace('_', '-')} must {valid}, not {value}")
-    if config.dtype not in ("auto", *rt.DTYPES):
-        raise ValueError(f"--dtype {config.dtype}: choose one of auto, {', '.join(rt.DTYPES)}")
+    return cli.parse(TrainConfig, argv, description=__doc__.split("\n\n")[0])
 
 
 def resolve_config(config, world_size, device, shards):
     """The config, checked, with the defaults that depend on the data, device and world size."""
-    check_numbers(config)
-    reference = (config.model, config.micro_batch_size, config.seq_len) == ("gpt2", 64, 1024)
-    if reference and device.type != "cuda":
+    cli.check_ranges(config)
+    if config.dtype not in ("auto", *rt.DTYPES):
+        raise ValueError(f"--dtype {config.dtype}: choose one of auto, {', '.join(rt.DTYPES)}")
+    reference = (config.model, config.seq_len) == ("gpt2", 1024)
+    if reference and config.micro_batch_size in (None, 64) and device.type != "cuda":
         quick_start = "README.md's quick start (python train_gpt2.py --model tiny ...)"
         raise ValueError(f"the reference run needs a CUDA GPU, not {device}: try {quick_start}")
     if config.seq_len > (block_size := preset_config(config.model).block_size):
         raise ValueError(
             f"--seq-len {config.seq_len} exceeds the {config.model} model's block_size {block_size}"
         )
-    per_micro_step = config.micro_batch_size * config.seq_len * world_size
+    per_micro_step = (config.micro_batch_size or 1) * config.seq_len * world_size
     if config.total_batch_size % per_micro_step:
         nearest = max(1, round(config.total_batch_size / per_micro_step)) * per_micro_step
+        product = "micro-batch size x " * bool(config.micro_batch_size) + "seq-len x world size"
         raise ValueError(
-            f"--total-batch-size {config.total_batch_size} is not a multiple of micro-batch size x "
-            f"seq-len x world size = {per_micro_step}: use --total-batch-size {nearest}"
+            f"--total-batch-size {config.total_batch_size} is not a multiple of {product} = "
+            f"{per_micro_step}: use --total-batch-size {nearest}"
         )
     train_tokens = sum(n for _, n in shards.train)
     val_split_tokens = sum(n for _, n in shards.val) - 1  # the last token is a target only
@@ -383,7 +374,7 @@ def resolve_config(config, world_size, device, shards):
         raise ValueError(f"{few} is less than one sequence of {config.seq_len}: use --eval-every 0")
     defaults = dict(warmup_steps=round(max_steps * REFERENCE_WARMUP_STEPS / REFERENCE_MAX_STEPS))
     defaults.update(hellaswag_every=config.eval_every, sample_every=config.eval_every)
-    defaults.update(dtype=rt.default_dtype(device), compile=device.type == "cuda")
+    defaults.update(dtype=rt.default_dtype(device), compile=rt.why_not_compile(device) is None)
     unset = {k: v for k, v in defaults.items() if getattr(config, k) in (None, "auto")}
     return replace(config, max_steps=max_steps, val_tokens=val_tokens, **unset)
 
@@ -412,10 +403,15 @@ def main(argv=None):
             return 2
         if not shards.has_manifest and rank == 0:
             print(f"warning: {config.data_dir} has no manifest: shards unchecked", file=sys.stderr)
+        if flags.compile is None and rank == 0 and (why := rt.why_not_compile(device)):
+            print(f"torch.compile is off: {why} (--compile turns it on)")
         resume_command = checkpoint.resume_command(__file__, argv)
         runtime = rt.start(device)  # after the checks: a bad flag never leaves ranks waiting
         try:
             return Trainer(config, runtime, shards, resume_from).fit(resume_command)
+        except rt.OutOfMemory as e:  # on any rank
+            print(checkpoint.out_of_memory(e, config.log_dir, __file__, argv), file=sys.stderr)
+            return 1
         except ValueError as e:  # a checkpoint, a shard or a full disk, found during the run
             print(f"error: {e}", file=sys.stderr)
             return 2

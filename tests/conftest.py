@@ -65,11 +65,15 @@ def hellaswag_dir(tmp_path):
 
 def save_checkpoint(path: Path, model, step: int = 0) -> Path:
     """A checkpoint of model as train_gpt2.py writes one, for the tests of what reads them."""
+    import torch
+
     import checkpoint
     import train_gpt2
 
     optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
     loader_state = {"epoch": 0, "position": 0, "epoch_tokens": 1}
-    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None}
-    checkpoint.save(Path(path), step, model, optimizer, loader_state, train_gpt2.TrainConfig(), run)
+    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None, "skipped_steps": 0}
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    parts = (model, optimizer, scaler, loader_state, train_gpt2.TrainConfig(), run)
+    checkpoint.save(Path(path), step, *parts)
     return Path(path)

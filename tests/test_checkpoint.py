@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import checkpoint
+import train_gpt2
 from conftest import save_checkpoint
 from gpt2 import GPT, GPTConfig, load_model
 
@@ -32,6 +33,8 @@ def test_the_tie_survives_a_round_trip(tmp_path):
         "wandb_run_id",
         "val_loss",
         "hellaswag",
+        "scaler",
+        "skipped_steps",
     }
     assert state["step"] == 3 and state["model_config"]["n_embd"] == 32
     stored = state["model"]
@@ -122,3 +125,49 @@ def test_log_dir_problems_are_one_clear_error(tmp_path, monkeypatch):
         checkpoint.CheckpointError, match="cannot write to --log-dir .*: Permission denied"
     ):
         checkpoint.lock_log_dir(str(read_only))
+
+
+class Loader:  # what restore() asks of train_gpt2.DataLoader
+    epoch_tokens = 1
+
+    def load_state_dict(self, state):
+        self.state = state
+
+
+def restore(path, model, scaler, **train_config):
+    optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
+    config = train_gpt2.TrainConfig(**train_config)
+    return checkpoint.restore([path], model, optimizer, scaler, Loader(), config, lambda *a: None)
+
+
+def test_fp16_s_loss_scale_is_saved_and_restored(tmp_path):
+    model, scaler = tiny_model(), torch.amp.GradScaler("cpu", init_scale=1024.0)
+    optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
+    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None, "skipped_steps": 3}
+    loader = {"epoch": 0, "position": 0, "epoch_tokens": 1}
+    path = tmp_path / "model_00001.pt"
+    config = train_gpt2.TrainConfig(dtype="fp16")
+    checkpoint.save(path, 1, model, optimizer, scaler, loader, config, run)
+    restored = torch.amp.GradScaler("cpu")
+    state = restore(path, tiny_model(1), restored, dtype="fp16")
+    assert restored.get_scale() == 1024.0 and state["skipped_steps"] == 3
+    assert checkpoint.RunLog(config, False, state).skipped_steps == 3
+
+
+def test_a_checkpoint_from_before_loss_scaling_still_resumes(tmp_path):
+    path = save_checkpoint(tmp_path / "model_00001.pt", tiny_model())
+    state = checkpoint.load(path)
+    del state["scaler"], state["skipped_steps"]
+    torch.save(state, path)
+    scaler = torch.amp.GradScaler("cpu")  # fp16 now: it starts at its first scale
+    restore(path, tiny_model(1), scaler, dtype="fp16")
+    assert scaler.get_scale() == 2.0**16
+
+
+def test_the_resume_command_can_change_a_flag():
+    argv = ["--micro-batch-size", "16", "--resume", "log/model_00005.pt", "--max-lr=3e-3"]
+    command = checkpoint.resume_command("train_gpt2.py", argv, micro_batch_size=8)
+    assert command == "python train_gpt2.py --max-lr=3e-3 --micro-batch-size 8"
+    argv = ["--micro-batch-size=16", "--model", "tiny"]
+    command = checkpoint.resume_command("train_gpt2.py", argv, micro_batch_size=8)
+    assert command == "python train_gpt2.py --model tiny --micro-batch-size 8"

@@ -50,8 +50,9 @@ def exported(tmp_path_factory):
     path, config = root / f"model_{STEP:05d}.pt", TrainConfig()
     optimizer = model.configure_optimizers(weight_decay=0.1, learning_rate=6e-4, verbose=False)
     loader_state = {"epoch": 0, "position": 0, "epoch_tokens": 1}
-    run = dict(wandb_run_id=None, val_loss=VAL_LOSS, hellaswag=HELLASWAG)
-    checkpoint.save(path, STEP, model, optimizer, loader_state, config, run)
+    run = dict(wandb_run_id=None, val_loss=VAL_LOSS, hellaswag=HELLASWAG, skipped_steps=0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    checkpoint.save(path, STEP, model, optimizer, scaler, loader_state, config, run)
     assert gpt2.main(["--init-from", str(path), "--export-hf", str(root / "hf")]) == 0
     return model, root / "hf"
 

@@ -123,7 +123,8 @@ def test_compiled_bf16_run_with_every_evaluation_and_a_checkpoint(shards, hellas
         str(hellaswag_dir),
     ]
     out = run([sys.executable, TRAIN, *args]).stdout
-    assert "bf16, compile True" in out
+    dtype = runtime.default_dtype(torch.device("cuda"))  # bf16 from Ampere on, fp16 before
+    assert f"dtype='{dtype}', compile=True" in out
     log = read_log(tmp_path)
     assert {(s, k) for s in (0, 10, 20) for k in ("val", "hella")} <= log.keys()
     # random tokens: it learns the unigram distribution
@@ -238,8 +239,81 @@ def test_bench_final_rung_reports_a_sensible_mfu():
 
 
 def test_peak_flops_table_knows_this_gpu():
-    name = torch.cuda.get_device_name()
-    peak = runtime.peak_bf16_flops("cuda")
-    assert peak == runtime.peak_bf16_flops_for_name(name)
+    name, dtype = torch.cuda.get_device_name(), runtime.default_dtype(torch.device("cuda"))
+    peak = runtime.peak_flops("cuda", dtype)
+    assert peak == runtime.peak_flops_for_name(name, dtype)
     if re.search(r"H100|H200|A100", name):
         assert peak in (312e12, 756e12, 835e12, 989e12), name
+
+
+# ----------------------------------------------------------------------------------------------
+# the GPU a learner has: --micro-batch-size auto, fp16, out of memory as one line
+
+LIMITED = str(ROOT / "tests" / "limited_memory.py")
+# The reference run's model and batch for two steps, with nothing but training.
+REFERENCE = ["--max-steps", "2", "--eval-every", "0", "--hellaswag-every", "0"]
+REFERENCE += ["--sample-every", "0", "--checkpoint-every", "0"]
+
+
+def chosen_size(out: str) -> int:
+    line = next(line for line in out.splitlines() if "--micro-batch-size auto:" in line)
+    print(line)  # the probe's choice and time, for BENCHMARKS.md (pytest -rA shows it)
+    return int(re.search(r"auto: (\d+)", line).group(1))
+
+
+def test_auto_finds_the_reference_micro_batch_on_this_card(shards, tmp_path):
+    args = [*REFERENCE, "--data-dir", str(shards), "--log-dir", str(tmp_path)]
+    out = run([sys.executable, TRAIN, *args]).stdout
+    size = chosen_size(out)
+    print(*[line for line in out.splitlines() if line.startswith("step")], sep="\n")
+    if torch.cuda.get_device_properties(0).total_memory > 79 * 2**30:
+        assert size == 64 and "ran out of memory" not in out  # found in one try
+    assert (tmp_path / "model_00002.pt").is_file()
+
+
+def test_auto_on_a_card_capped_at_16_gib_picks_a_smaller_size_and_trains(shards, tmp_path):
+    args = [*REFERENCE, "--no-compile", "--data-dir", str(shards), "--log-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_MEMORY_GIB": "16"}
+    result = subprocess.run(
+        [sys.executable, LIMITED, *args], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 1 <= chosen_size(result.stdout) < 64 and "ran out of memory" in result.stdout
+    assert (tmp_path / "model_00002.pt").is_file()
+
+
+def test_a_real_out_of_memory_is_one_line(shards, tmp_path):
+    args = [*REFERENCE, "--no-compile", "--micro-batch-size", "64"]
+    args += ["--data-dir", str(shards), "--log-dir", str(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_MEMORY_GIB": "8"}
+    result = subprocess.run(
+        [sys.executable, LIMITED, *args], capture_output=True, text=True, env=env, timeout=900
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    # the other line on stderr warns that the random shards have no manifest
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: cuda:0 (")
+    assert "ran out of memory in a training step at --micro-batch-size 64: pass" in error
+    assert "--micro-batch-size 32, or auto; no checkpoint was written" in error
+
+
+def test_compiled_fp16_with_every_evaluation_resumes_like_an_uninterrupted_run(
+    shards, hellaswag_dir, tmp_path
+):
+    logs = {}
+    for name in ("first", "second", "resumed"):
+        args = [*TINY, "--dtype", "fp16", "--max-steps", "16", "--eval-every", "4"]
+        args += ["--hellaswag-every", "8", "--hellaswag-data-dir", str(hellaswag_dir)]
+        args += ["--checkpoint-every", "100", "--data-dir", str(shards)]
+        args += ["--log-dir", str(tmp_path / name)]
+        if name == "resumed":
+            interrupted_run(args, tmp_path / name)
+        else:
+            out = run([sys.executable, TRAIN, *args]).stdout
+            assert "dtype='fp16'" in out and "compile=True" in out and "| skipped steps" in out
+        logs[name] = read_log(tmp_path / name)
+    assert {(0, "hella"), (8, "hella"), (16, "hella"), (16, "val")} <= logs["first"].keys()
+    assert logs["resumed"].keys() == logs["first"].keys()
+    spread = max(abs(logs["second"][key] - value) for key, value in logs["first"].items())
+    for key, value in logs["first"].items():
+        assert abs(logs["resumed"][key] - value) <= 2 * spread + 1e-6, (key, spread)

@@ -21,6 +21,8 @@ import pytest
 import torch
 
 import checkpoint
+import hellaswag
+import runtime
 import storage
 import train_gpt2
 from conftest import ROOT
@@ -30,6 +32,7 @@ from train_gpt2 import DataLoader, learning_rate, train_step
 
 TRAIN = str(ROOT / "train_gpt2.py")
 CPU = torch.device("cpu")
+NO_SCALING = runtime.grad_scaler(CPU, torch.float32)  # bf16 and fp32 scale no loss
 # 1024-token steps of a tiny model: 4 micro-steps of 4 x 64 tokens in one process, 2 in each of two.
 TINY = "--model tiny --device cpu --total-batch-size 1024 --micro-batch-size 4 --seq-len 64".split()
 TINY += "--max-lr 3e-3".split()
@@ -141,7 +144,7 @@ def test_gradient_accumulation_equals_the_big_batch():
         batches = [
             (x[i : i + micro_batch], y[i : i + micro_batch]) for i in range(0, 8, micro_batch)
         ]
-        loss, _ = train_step(model, optimizer, batches, 1e-3, 0.0, torch.float32)
+        loss, _ = train_step(model, optimizer, batches, 1e-3, 0.0, torch.float32, NO_SCALING)
         return loss.item(), {name: p.grad for name, p in model.named_parameters()}
 
     big_loss, big = one_step(8)
@@ -158,7 +161,7 @@ def test_a_single_batch_is_overfit(fineweb_shards):
     model = GPT(preset_config("tiny"))
     optimizer = model.configure_optimizers(0.0, 3e-3, verbose=False)
     losses = [
-        train_step(model, optimizer, [(x, y)], 3e-3, 1.0, torch.float32)[0].item()
+        train_step(model, optimizer, [(x, y)], 3e-3, 1.0, torch.float32, NO_SCALING)[0].item()
         for _ in range(150)
     ]
     assert losses[0] > 10
@@ -321,23 +324,25 @@ def assert_same_run(log_dir, reference_dir, exact: bool):
             torch.testing.assert_close(weights[name], tensor, rtol=1e-3, atol=1e-5)
 
 
-def test_resume_after_a_kill_matches_the_uninterrupted_run_bitwise(
-    fineweb_shards, reference_run, tmp_path
-):
-    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
+def kill_once_saved(args: list[str], checkpoint_path: Path) -> None:
+    """Start a run and SIGKILL it as soon as checkpoint_path exists."""
     process = subprocess.Popen(
         [sys.executable, TRAIN, *args], stdout=subprocess.DEVNULL, env=_env()
     )
     deadline = time.time() + 120
-    while (
-        not (tmp_path / "model_00003.pt").exists()
-        and process.poll() is None
-        and time.time() < deadline
-    ):
+    while not checkpoint_path.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     process.kill()
     process.wait()
-    assert (tmp_path / "model_00003.pt").exists() and not (tmp_path / "model_00012.pt").exists()
+    assert checkpoint_path.exists()
+
+
+def test_resume_after_a_kill_matches_the_uninterrupted_run_bitwise(
+    fineweb_shards, reference_run, tmp_path
+):
+    args = tiny(fineweb_shards, tmp_path, *RESUME_ARGS)
+    kill_once_saved(args, tmp_path / "model_00003.pt")
+    assert not (tmp_path / "model_00012.pt").exists()
     result = run_train(args)
     assert "resumed from" in result.stdout
     assert_same_run(tmp_path, reference_run, exact=True)
@@ -471,7 +476,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(
         (["--max-lr", "-1"], "--max-lr must be positive"),
         (["--micro-batch-size", "0"], "--micro-batch-size must be positive"),
         (["--min-lr-ratio", "2"], "--min-lr-ratio must lie in [0, 1]"),
-        (["--dtype", "fp16"], "--dtype fp16: choose one of auto, bf16, fp32"),
+        (["--dtype", "fp8"], "--dtype fp8: choose one of auto, bf16, fp16, fp32"),
         (["--resume", "nowhere.pt"], "no such checkpoint file"),
         (
             ["--hellaswag-every", "5", "--hellaswag-data-dir", "/nonexistent/hs"],
@@ -548,7 +553,9 @@ def test_help_lists_every_config_field(capsys):
 
 def test_defaults_are_the_reference_run():
     config = train_gpt2.parse_config([])
-    assert (config.total_batch_size, config.micro_batch_size, config.seq_len) == (524288, 64, 1024)
+    assert (config.total_batch_size, config.seq_len) == (524288, 1024)
+    # the most sequences per pass that fit: 64 on an 80 GB GPU, the reference's number
+    assert (config.micro_batch_size, config.dtype, config.compile) == (None, "auto", None)
     assert (config.max_lr, config.min_lr_ratio, config.max_steps, config.warmup_steps) == (
         6e-4,
         0.1,
@@ -988,3 +995,138 @@ def test_the_run_and_the_shards_are_readable_by_the_team(fineweb_shards, tmp_pat
     assert train_gpt2.main(tiny(fineweb_shards, tmp_path, "--max-steps", "1")) == 0
     written = [*tmp_path.glob("*.pt"), tmp_path / "log.txt", *fineweb_shards.iterdir()]
     assert {path.stat().st_mode & 0o777 for path in written} == {0o666 & ~umask}
+
+
+# ----------------------------------------------------------------------------------------------
+# the GPU a learner has: the micro-batch size that fits, fp16, out of memory as one line
+
+LIMITED = str(ROOT / "tests" / "limited_memory.py")
+
+
+def auto(args: list[str]) -> list[str]:
+    """args with --micro-batch-size left at its default, auto."""
+    at = args.index("--micro-batch-size")
+    return args[:at] + args[at + 2 :]
+
+
+def limited_run(args, limits: str, launcher=(sys.executable,)) -> str:
+    """train_gpt2.py on a device where a forward pass of more than limits' sequences (per rank)
+    runs out of memory; returns what it printed."""
+    env = {**_env(), "MICRO_BATCH_LIMIT": limits}
+    result = subprocess.run(
+        [*launcher, LIMITED, *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_auto_picks_the_largest_size_that_fits_and_trains_as_if_it_were_given(
+    fineweb_shards, reference_run, tmp_path
+):
+    out = limited_run(auto(tiny(fineweb_shards, tmp_path, *RESUME_ARGS)), "6")
+    # 16 sequences a step: 16 and 8 do not fit, 4 does
+    assert "--micro-batch-size auto: 4 (" in out and "; 16, 8 ran out of memory)" in out
+    assert "4 sequences x 64 tokens x 4 accumulation steps x world size 1" in out
+    assert_same_run(tmp_path, reference_run, exact=True)  # the reference run gave 4 itself
+
+
+def test_under_ddp_every_rank_takes_the_smallest_rank_s_size(
+    fineweb_shards, reference_run, tmp_path
+):
+    args = auto(tiny(fineweb_shards, tmp_path, *RESUME_ARGS))
+    out = limited_run(args, "8,4", launcher=torchrun(2, "--standalone"))
+    # rank 0 would fit 8 of its 8 sequences a step, rank 1 only 4
+    assert "--micro-batch-size auto: 4 (" in out
+    assert "4 sequences x 64 tokens x 2 accumulation steps x world size 2" in out
+    assert_same_run(tmp_path, reference_run, exact=False)
+
+
+@pytest.mark.parametrize("first, then", [(8, 16), (16, 8)])
+def test_a_run_resumes_at_another_micro_batch_size(
+    fineweb_shards, reference_run, tmp_path, first, then
+):
+    """Checkpointed on a large card, resumed on a small one, or the other way: the batches are the
+    same tokens, so the run is the uninterrupted one up to the order of float sums."""
+    args = auto(tiny(fineweb_shards, tmp_path, *RESUME_ARGS))
+    kill_once_saved([*args, "--micro-batch-size", str(first)], tmp_path / "model_00006.pt")
+    out = run_train([*args, "--micro-batch-size", str(then)]).stdout
+    assert "resumed from" in out and "warning: settings changed" not in out
+    assert_same_run(tmp_path, reference_run, exact=False)
+
+
+def test_fp16_on_the_cpu_learns_like_fp32_and_resumes_exactly(fineweb_shards, tmp_path):
+    flags = ["--max-steps", "20", "--eval-every", "10", "--checkpoint-every", "5"]
+    logs = {}
+    for name in ("fp32", "fp16", "resumed"):
+        dtype = "fp32" if name == "fp32" else "fp16"
+        args = tiny(fineweb_shards, tmp_path / name, *flags, "--dtype", dtype)
+        if name == "resumed":
+            kill_once_saved(args, tmp_path / name / "model_00005.pt")
+        out = run_train(args).stdout
+        logs[name] = read_log(tmp_path / name)
+    assert "resumed from" in out and "| skipped steps " in out
+    fp16, fp32 = logs["fp16"], logs["fp32"]
+    assert all(math.isfinite(loss) for loss in fp16.values())
+    assert fp16[19, "train"] < fp16[0, "train"] - 1.0  # it learns
+    for step in range(15, 20):
+        assert fp16[step, "train"] == pytest.approx(fp32[step, "train"], rel=0.03), step
+    assert logs["resumed"] == fp16  # with one CPU thread, bitwise
+    saved = checkpoint.load(tmp_path / "fp16" / "model_00020.pt")
+    assert saved["scaler"]["scale"] > 0 and saved["train_config"]["dtype"] == "fp16"
+    assert checkpoint.load(tmp_path / "fp32" / "model_00020.pt")["scaler"] == {}
+
+
+def raise_out_of_memory_on_call(count: int, function, log_dir: Path, seen: dict):
+    """function, whose count-th call runs out of memory, noting the checkpoint that exists then."""
+    calls = []
+
+    def out_of_memory(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == count:
+            seen["checkpoint"] = storage.file_sha256(log_dir / "model_00002.pt")
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 12.00 GiB")
+        return function(*args, **kwargs)
+
+    return out_of_memory
+
+
+@pytest.mark.parametrize(
+    "module, name, count, what",
+    [
+        (train_gpt2, "train_step", 3, "a training step"),
+        (train_gpt2, "validation_loss", 2, "validation"),
+        (hellaswag, "evaluate", 2, "HellaSwag"),
+        (train_gpt2, "sample_texts", 2, "sampling"),
+    ],
+)
+def test_out_of_memory_is_one_line_that_keeps_the_checkpoint_and_says_how_to_go_on(
+    fineweb_shards, hellaswag_dir, tmp_path, capsys, monkeypatch, module, name, count, what
+):
+    """Each runs out at step 2, after model_00002.pt was written."""
+    flags = ["--max-steps", "4", "--checkpoint-every", "2", "--eval-every", "2"]
+    flags += ["--hellaswag-every", "2", "--sample-every", "2"]
+    args = tiny(fineweb_shards, tmp_path, *flags, "--hellaswag-data-dir", str(hellaswag_dir))
+    seen = {}
+    patched = raise_out_of_memory_on_call(count, getattr(module, name), tmp_path, seen)
+    monkeypatch.setattr(module, name, patched)
+    assert train_gpt2.main(args) == 1
+    err = capsys.readouterr().err
+    newest = tmp_path / "model_00002.pt"
+    command = checkpoint.resume_command(TRAIN, args, micro_batch_size=2)
+    assert err == (
+        f"error: cpu ran out of memory in {what} at --micro-batch-size 4: pass --micro-batch-size"
+        f" 2, or auto; the newest checkpoint, {newest}, is intact; to resume, run: {command}\n"
+    )
+    assert storage.file_sha256(newest) == seen["checkpoint"]
+    assert sorted(p.name for p in tmp_path.glob("model_*.pt")) == ["model_00002.pt"]
+    if name == "train_step":  # the command goes on from the checkpoint, at the smaller size
+        monkeypatch.undo()
+        assert train_gpt2.main(shlex.split(command)[2:]) == 0
+        assert f"resumed from {newest}" in capsys.readouterr().out
+
+
+def test_compile_auto_says_why_it_is_off(fineweb_shards, tmp_path, capsys):
+    assert train_gpt2.main(tiny(fineweb_shards, tmp_path, "--max-steps", "1")) == 0
+    out = capsys.readouterr().out
+    assert "torch.compile is off: on cpu compiling costs more than it saves" in out
+    assert "compile=False" in out
