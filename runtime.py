@@ -158,32 +158,34 @@ def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCon
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-# Dense 16-bit tensor-core FLOP/s with fp32 accumulation, from NVIDIA's datasheets (the "with
-# sparsity" figures halved), by the whole name that torch.cuda.get_device_name() reports and the
-# autocast dtype. From Ampere on, bf16 and fp16 run at the same rate; Volta and Turing have no bf16
-# tensor cores, so fp16 only. Unlisted GPUs get None, not a guess (the RTX 4090 D and 3090 Ti differ
-# from their namesakes; the A10G has no datasheet).
+# Dense 16-bit tensor-core FLOP/s with fp32 accumulation, by the whole name that
+# torch.cuda.get_device_name() reports and the autocast dtype, each from the NVIDIA document named
+# beside it (datasheets give the "with sparsity" figure too: halved here). From Ampere on, bf16 and
+# fp16 run at one rate; Volta and Turing have no bf16 tensor cores, so fp16 only. Unlisted GPUs get
+# None, not a guess (the RTX 4090 D and 3090 Ti differ from their namesakes; the A10G has no
+# datasheet).
 AMPERE_AND_LATER = ("bf16", "fp16")
 PEAK_FLOPS = [
-    (r"NVIDIA H100 PCIe", AMPERE_AND_LATER, 756e12),
-    (r"NVIDIA H100 NVL", AMPERE_AND_LATER, 835e12),
-    (r"NVIDIA H100( .*)?", AMPERE_AND_LATER, 989e12),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
-    (r"NVIDIA H200 NVL", AMPERE_AND_LATER, 835e12),
-    (r"NVIDIA H200( .*)?", AMPERE_AND_LATER, 989e12),
-    (r"NVIDIA GH200( .*)?", AMPERE_AND_LATER, 989e12),
-    (r"NVIDIA A100[ -].*", AMPERE_AND_LATER, 312e12),  # SXM4 and PCIe, 40 and 80 GB
-    (r"NVIDIA L4", AMPERE_AND_LATER, 121e12),
-    (r"NVIDIA L40", AMPERE_AND_LATER, 181e12),
-    (r"NVIDIA L40S", AMPERE_AND_LATER, 362e12),
-    (r"NVIDIA A10", AMPERE_AND_LATER, 125e12),
-    (r"NVIDIA RTX A6000", AMPERE_AND_LATER, 154.8e12),
-    (r"NVIDIA GeForce RTX 4090", AMPERE_AND_LATER, 165.2e12),  # GeForce: fp32 sums at half rate
-    (r"NVIDIA GeForce RTX 3090", AMPERE_AND_LATER, 71e12),
-    (r"Tesla V100-SXM2-(16|32)GB", ("fp16",), 125e12),
-    (r"Tesla V100-PCIE-(16|32)GB", ("fp16",), 112e12),
-    (r"Tesla V100S-PCIE-32GB", ("fp16",), 130e12),
-    (r"Tesla T4", ("fp16",), 65e12),
-    (r"NVIDIA GeForce RTX 2080 Ti", ("fp16",), 53.8e12),  # reference clocks; fp32 sums, half rate
+    (r"NVIDIA H100 PCIe", AMPERE_AND_LATER, 756e12),  # H100 Tensor Core GPU datasheet
+    (r"NVIDIA H100 NVL", AMPERE_AND_LATER, 835e12),  # the same datasheet
+    (r"NVIDIA H100( .*)?", AMPERE_AND_LATER, 989e12),  # the same, SXM ("NVIDIA H100 80GB HBM3")
+    (r"NVIDIA H200 NVL", AMPERE_AND_LATER, 835e12),  # H200 Tensor Core GPU datasheet
+    (r"NVIDIA H200( .*)?", AMPERE_AND_LATER, 989e12),  # the same, SXM
+    (r"NVIDIA GH200( .*)?", AMPERE_AND_LATER, 989e12),  # GH200 Grace Hopper Superchip datasheet
+    (r"NVIDIA A100[ -].*", AMPERE_AND_LATER, 312e12),  # A100 datasheet: SXM4, PCIe, 40/80 GB
+    (r"NVIDIA L4", AMPERE_AND_LATER, 121e12),  # L4 Tensor Core GPU datasheet
+    (r"NVIDIA L40", AMPERE_AND_LATER, 181e12),  # L40 GPU datasheet
+    (r"NVIDIA L40S", AMPERE_AND_LATER, 362e12),  # L40S GPU datasheet
+    (r"NVIDIA A10", AMPERE_AND_LATER, 125e12),  # A10 Tensor Core GPU datasheet
+    (r"NVIDIA RTX A6000", AMPERE_AND_LATER, 154.8e12),  # RTX A6000 datasheet
+    # GeForce cards sum in fp32 at half their fp16-sum rate: the architecture whitepapers give both
+    (r"NVIDIA GeForce RTX 4090", AMPERE_AND_LATER, 165.2e12),  # Ada Lovelace whitepaper
+    (r"NVIDIA GeForce RTX 3090", AMPERE_AND_LATER, 71e12),  # Ampere GA102 whitepaper
+    (r"NVIDIA GeForce RTX 2080 Ti", ("fp16",), 53.8e12),  # Turing whitepaper (reference clocks)
+    (r"Tesla V100-SXM2-(16|32)GB", ("fp16",), 125e12),  # Tesla V100 datasheet
+    (r"Tesla V100-PCIE-(16|32)GB", ("fp16",), 112e12),  # the same datasheet
+    (r"Tesla V100S-PCIE-32GB", ("fp16",), 130e12),  # V100S datasheet
+    (r"Tesla T4", ("fp16",), 65e12),  # Tesla T4 datasheet ("mixed precision FP16/FP32")
 ]
 
 

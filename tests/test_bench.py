@@ -90,3 +90,17 @@ def test_fineweb_failure_is_relayed_in_one_line(capsys, tmp_path, monkeypatch):
     ]
     assert bench.main(argv) == 1
     assert _error_line(capsys.readouterr().err) == f"error: fineweb.py failed (exit 1): {problem}"
+
+
+def test_running_out_of_memory_on_the_cpu_is_a_row_and_one_line(capsys, monkeypatch):
+    def out_of_memory(*args):
+        torch.empty(2**62, dtype=torch.uint8)  # more than any machine: the CPU allocator refuses
+
+    monkeypatch.setattr(bench, "time_rung", out_of_memory)
+    assert bench.main(["--model", "tiny", "--device", "cpu", "--rungs", "final"]) == 1
+    captured = capsys.readouterr()
+    assert "| + fused AdamW | out of memory |" in captured.out
+    assert _error_line(captured.err) == (
+        "error: cpu ran out of memory in the training step of + fused AdamW at --micro-batch-size"
+        " 4: pass --micro-batch-size 2"
+    )
