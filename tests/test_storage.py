@@ -10,6 +10,7 @@ import torch
 import storage
 import train_gpt2
 from conftest import FINEWEB_CSV, require_shared_data
+from test_fineweb import copy_of
 from test_fineweb import run as run_fineweb
 from test_train import final_weights, read_log, tiny
 
@@ -19,12 +20,16 @@ STEPS = "--total-batch-size 128 --micro-batch-size 2 --max-steps 8 --eval-every 
 STEPS += " --checkpoint-every 4 --shuffle"
 
 
-def write_llmc_shard(path, tokens, magic=LLMC_MAGIC, version=1, count=None, dtype="<u2"):
+def llmc_shard(tokens, magic=LLMC_MAGIC, version=1, dtype="<u2") -> bytes:
     """A shard as llm.c's data scripts write one: magic, version and token count in a header of
     256 little-endian int32, then the tokens."""
     header = np.zeros(256, "<i4")
-    header[:3] = magic, version, len(tokens) if count is None else count
-    path.write_bytes(header.tobytes() + np.asarray(tokens, dtype).tobytes())
+    header[:3] = magic, version, len(tokens)
+    return header.tobytes() + np.asarray(tokens, dtype).tobytes()
+
+
+def write_llmc_shard(path, tokens, **header):
+    path.write_bytes(llmc_shard(tokens, **header))
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +53,6 @@ def bin_dir(tmp_path_factory, npy_dir):
         split = "val" if index == 0 else "train"
         write_llmc_shard(out / f"finewebedu_{split}_{index:06d}.bin", tokens)
     return out
-
-
-def copy_of(directory, tmp_path):
-    shutil.copytree(directory, tmp_path / "copy")
-    return tmp_path / "copy"
 
 
 def one_error_line(err):
