@@ -884,20 +884,26 @@ def test_missing_text_column_names_the_columns(tmp_path, corpus, kind, where, co
 @pytest.mark.parametrize(
     "line, problem",
     [
-        ('{"text": "cut short', "is not valid JSON (Invalid control character"),
-        ('["text", "in a list"]', "has no column 'text'; its columns are: none"),
+        ('{"text": "cut short', "the line at byte {offset:,} is not valid JSON (Invalid control"),
+        (
+            '["a", "list"]',
+            "the line at byte {offset:,} has no column 'text'; its columns are: none",
+        ),
+        ('{"text": 4}', "the lines from byte {cut:,}, document {index}: column 'text' holds int"),
     ],
 )
-def test_a_bad_jsonl_line_is_named_by_its_byte_offset(tmp_path, texts, line, problem):
+def test_a_bad_jsonl_line_is_named_by_where_it_is(tmp_path, texts, line, problem):
     """The line sits in the file's second byte range, after the first 89,438 tokens: before the
-    validation shard fills."""
-    good = "".join(json.dumps({"text": text}) + "\n" for text in texts)
-    (tmp_path / "docs.jsonl").write_text(good + line + "\n" + good)
-    assert fineweb.JSONL_RANGE_BYTES < len(good.encode()) < 2 * fineweb.JSONL_RANGE_BYTES
+    validation shard fills. A document that is not text is named as in any other unit: by its index
+    in the unit, the lines that start from the cut on."""
+    good = "".join(json.dumps({"text": text}) + "\n" for text in texts).encode()
+    (tmp_path / "docs.jsonl").write_bytes(good + line.encode() + b"\n" + good)
+    cut, offset = fineweb.JSONL_RANGE_BYTES, len(good)
+    assert cut < offset < 2 * cut
+    index = sum(cut <= match.end() < offset for match in re.finditer(b"\n", good))
     out, args = tmp_path / "out", ["--tokens", "1M", "--shard-size", "100K"]
     code, _, err = run("--data-files", tmp_path / "docs.jsonl", "--output-dir", out, *args)
-    where = f"docs.jsonl, the line at byte {len(good.encode()):,} {problem}"
-    assert_error(code, err, where)
+    assert_error(code, err, "docs.jsonl, " + problem.format(offset=offset, cut=cut, index=index))
     assert len(_error_lines(err)) == 1 and not out.exists()
 
 
