@@ -633,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shard-size", type=parse_token_count, default=shard_size, help=shard)
     add("--workers", type=int, default=defaults.workers, help="tokenizer processes")
     add("--overwrite", action="store_true", help="delete the shards in --output-dir and start over")
-    add("--verify", type=Path, metavar="DIR", help="check DIR's shards (manifest if any), exit")
+    add("--verify", type=Path, metavar="DIR", help="check DIR's shards (.npy or llm.c .bin), exit")
     return parser
 
 

@@ -260,7 +260,7 @@ CUT = ["--tokens", "1M", "--shard-size", "5K"]  # all of cut_jsonl's documents, 
 @pytest.fixture(scope="module")
 def cut_jsonl(tmp_path_factory, texts):
     """One jsonl file of 8 byte ranges, and its documents. Its cut points fall inside documents,
-    except the first, where a line starts exactly (after a line of spaces); a 600 KB document
+    except the first, where a line starts exactly (after a line of spaces); a 614 KB document
     spans two more (the range between them starts no line); a few lines end in CRLF, one line is
     empty, the last has no newline."""
     size = fineweb.JSONL_RANGE_BYTES
@@ -336,7 +336,7 @@ def test_a_jsonl_run_killed_in_a_later_byte_range_resumes_byte_identical(
     out, path = tmp_path / "out", cut_jsonl[0]
     args = ["--data-files", path, "--output-dir", out, *CUT, "--workers", 2]
     process = run_script(*args)
-    wait_for_shards(process, out, 40)  # 200K tokens: past the third of seven ranges
+    wait_for_shards(process, out, 40)  # 200K tokens: in the third byte range or later
     process.send_signal(signal.SIGKILL)
     process.communicate(timeout=60)
     partial = manifest_of(out)
