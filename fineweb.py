@@ -5,9 +5,10 @@
 
 Each document becomes <|endoftext|> + encode_ordinary(text), and the tokens run on across shard
 ends; shard 0 is the validation shard. Worker i of N reads units i, i + N, ... of the input (a
-parquet row group, of which pyarrow fetches only the text column, or a whole jsonl, json, csv or
-txt file), tokenizes them and sends the tokens back; the main process writes them in input order.
-A rerun after a crash or Ctrl-C continues byte-identically where manifest.json's shards end.
+parquet row group, of which pyarrow fetches only the text column; the lines that start in one
+256 KiB byte range of a jsonl file; or a whole json, csv or txt file), tokenizes them and sends the
+tokens back; the main process writes them in input order. A rerun after a crash or Ctrl-C continues
+byte-identically where manifest.json's shards end.
 """
 
 import argparse
@@ -45,8 +46,10 @@ CHUNKS_AHEAD = 4  # chunks a worker may hold while it waits for its turn: evens 
 UNIT_END, INPUT_END = "unit end", "input end"  # what a worker sends after a unit, and at the end
 INPUT_CHANGED = "the input changed since the last shard was written"
 START_OVER = "use --overwrite to start over"
-FILE_KINDS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+FILE_KINDS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "json", ".csv": "csv"}
 FILE_KINDS[".txt"] = "txt"
+# a jsonl file is cut into byte ranges of this size: one big file keeps every worker busy
+JSONL_RANGE_BYTES = 256 * 1024
 # the kinds read with a datasets builder (a hub dataset's kind is its builder's name)
 DATASETS_READERS = {"json": ("json", {}), "csv": ("csv", {}), "text": ("text", {})}
 DATASETS_READERS["txt"] = ("text", {"sample_by": "document"})  # a .txt file is one document
@@ -123,16 +126,19 @@ class ShardingConfig:
 
 @dataclass(frozen=True)
 class Unit:
-    """What one worker reads and tokenizes: a parquet row group, or a whole file of another kind."""
+    """What one worker reads and tokenizes: a parquet row group, a jsonl byte range, or a file."""
 
-    kind: str  # parquet, or a key of DATASETS_READERS
+    kind: str  # parquet, jsonl, or a key of DATASETS_READERS
     file: int  # index in the input's files
     path: str  # a local path, or a URL that fsspec opens (hf://...)
-    row_group: int = 0
+    row_group: int = 0  # in a jsonl file, the index of its byte range
     first_document: int = 0  # the documents before it were written by an earlier run
 
     def __str__(self) -> str:
-        return f"{self.path}, row group {self.row_group}" if self.kind == "parquet" else self.path
+        if self.kind == "parquet":
+            return f"{self.path}, row group {self.row_group}"
+        start = self.row_group * JSONL_RANGE_BYTES
+        return f"{self.path}, the lines from byte {start:,}" if start else self.path
 
 
 def local_input(patterns: Iterable[str]) -> dict[str, Any]:
@@ -213,57 +219,90 @@ def work_units(source: dict[str, Any], start: dict | None = None) -> Iterator[Un
     kind, files = source["kind"], source["files"]
     first = (start["file"], start["row_group"], start["document"]) if start else (0, 0, 0)
     for index in range(first[0], len(files)):
-        try:  # a parquet file's row groups are counted when its turn comes
-            row_groups = open_parquet(files[index]).num_row_groups if kind == "parquet" else 1
+        try:  # a file's units are counted when its turn comes
+            parts = 1  # a file read whole; so is a csv, as a quoted field may hold newlines
+            if kind == "parquet":
+                parts = open_parquet(files[index]).num_row_groups
+            elif kind == "jsonl":  # an empty one has no byte range
+                parts = -(-os.path.getsize(files[index]) // JSONL_RANGE_BYTES)
         except Exception as err:  # whatever pyarrow, fsspec or the HTTP client raise
-            raise input_error(f"cannot read {files[index]} as parquet", err) from err
-        for row_group in range(first[1] if index == first[0] else 0, row_groups):
-            skip = first[2] if (index, row_group) == first[:2] else 0
-            yield Unit(kind, index, files[index], row_group, skip)
+            raise input_error(f"cannot read {files[index]} as {kind}", err) from err
+        for part in range(first[1] if index == first[0] else 0, parts):
+            skip = first[2] if (index, part) == first[:2] else 0
+            yield Unit(kind, index, files[index], part, skip)
 
 
 # -----------------------------------------------------------------------------
 # the workers: each reads its units, tokenizes them, and sends back their tokens
 
 
-def record_batches(unit: Unit, text_column: str) -> Iterator[Any]:
-    """The unit's rows, DOCS_PER_CHUNK at a time, as pyarrow record batches or tables."""
+def arrow_texts(unit: Unit, text_column: str) -> Iterator[list]:
+    """The text column of a parquet row group, or of a file that datasets reads, in batches."""
     if unit.kind == "parquet":
         file = open_parquet(unit.path)
         columns = [text_column] if text_column in file.schema_arrow.names else None  # None: all
-        yield from file.iter_batches(DOCS_PER_CHUNK, [unit.row_group], columns, use_threads=False)
-        return
-    import datasets
+        batches = file.iter_batches(DOCS_PER_CHUNK, [unit.row_group], columns, use_threads=False)
+    else:
+        import datasets
 
-    builder, options = DATASETS_READERS[unit.kind]
-    try:
-        stream = datasets.load_dataset(
-            builder, data_files=[unit.path], split="train", streaming=True, **options
-        )
-    except StopIteration:  # datasets' json builder, on an empty file
-        return
-    yield from stream.with_format("arrow").iter(batch_size=DOCS_PER_CHUNK)
+        builder, options = DATASETS_READERS[unit.kind]
+        try:
+            stream = datasets.load_dataset(
+                builder, data_files=[unit.path], split="train", streaming=True, **options
+            )
+        except StopIteration:  # datasets' json builder, on an empty file
+            return
+        batches = stream.with_format("arrow").iter(batch_size=DOCS_PER_CHUNK)
+    for batch in batches:
+        if text_column not in batch.column_names:
+            raise no_column(str(unit), text_column, batch.column_names)
+        column = batch.column(text_column)
+        texts = column.to_pylist()
+        if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' mixed types
+            texts = [None if text is None else json.loads(text) for text in texts]
+        yield texts
+
+
+def jsonl_texts(unit: Unit, text_column: str) -> Iterator[list]:
+    """The text column of the lines that start in the unit's byte range, each line read whole."""
+    texts, start = [], unit.row_group * JSONL_RANGE_BYTES
+    stop = start + JSONL_RANGE_BYTES
+    with open(unit.path, "rb") as f:
+        if start:  # a line starts after a newline: skip the end of the one the cut splits
+            f.seek(start - 1)
+            start += len(f.readline()) - 1
+        while start < stop and (line := f.readline()):
+            where, start = f"{unit.path}, the line at byte {start:,}", start + len(line)
+            if line.isspace():  # not a document, to datasets' json reader either
+                continue
+            try:
+                document = json.loads(line)
+            except ValueError as err:  # not JSON, or not UTF-8
+                raise FinewebError(f"{where} is not valid JSON ({err}): fix or drop it") from err
+            names = document if isinstance(document, dict) else ()  # a line that is no object
+            if text_column not in names:
+                raise no_column(where, text_column, names)
+            texts.append(document[text_column])
+    yield texts  # in one batch, which the range keeps small
+
+
+def no_column(where: str, text_column: str, names: Iterable[str]) -> FinewebError:
+    columns = f"its columns are: {', '.join(names) or 'none'} (pick one: --text-column)"
+    return FinewebError(f"{where} has no column {text_column!r}; {columns}")
 
 
 def read_unit(unit: Unit, text_column: str) -> Iterator[tuple[int, list[str]]]:
     """The unit's documents from unit.first_document on, in batches: (index of the first, texts)."""
-    first = 0
-    for batch in record_batches(unit, text_column):
-        if text_column not in batch.column_names:
-            columns = f"its columns are: {', '.join(batch.column_names)} (pick one: --text-column)"
-            raise FinewebError(f"the input has no column {text_column!r}; {columns}")
-        column = batch.column(text_column)
-        skip = min(max(unit.first_document - first, 0), len(column))  # what an earlier run wrote
-        texts = column.slice(skip).to_pylist()
-        if getattr(column.type, "extension_name", None) == "arrow.json":  # datasets' mixed types
-            texts = [None if text is None else json.loads(text) for text in texts]
-        for i, text in enumerate(texts):
+    first, read = 0, jsonl_texts if unit.kind == "jsonl" else arrow_texts
+    for batch in read(unit, text_column):
+        skip = min(max(unit.first_document - first, 0), len(batch))  # what an earlier run wrote
+        for index, text in enumerate(batch[skip:], first + skip):
             if not isinstance(text, str):
-                where = f"{unit}, document {first + skip + i}: column {text_column!r}"
+                where = f"{unit}, document {index}: column {text_column!r}"
                 raise FinewebError(f"{where} holds {type(text).__name__}, not text")
-        if texts:
-            yield first + skip, texts
-        first += len(column)
+        if skip < len(batch):
+            yield first + skip, batch[skip:]
+        first += len(batch)
 
 
 @cache
@@ -594,7 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--shard-size", type=parse_token_count, default=shard_size, help=shard)
     add("--workers", type=int, default=defaults.workers, help="tokenizer processes")
     add("--overwrite", action="store_true", help="delete the shards in --output-dir and start over")
-    add("--verify", type=Path, metavar="DIR", help="check DIR's shards against its manifest, exit")
+    add("--verify", type=Path, metavar="DIR", help="check DIR's shards (.npy or llm.c .bin), exit")
     return parser
 
 

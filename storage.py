@@ -3,7 +3,11 @@
 A data directory holds edufineweb_val_000000.npy (shard 0, the validation shard), the train shards
 edufineweb_train_NNNNNN.npy (1-D uint16 GPT-2 token ids, np.save format) and manifest.json:
 fineweb.py's settings, the input's files, and per shard its tokens, documents, sha256 and where in
-the input it ends.
+the input it ends. Or it holds llm.c's shards of GPT-2 tokens, NAME_val_NNNNNN.bin and
+NAME_train_NNNNNN.bin (or one NAME_val.bin and NAME_train.bin; a header of 256 int32: magic
+20240520, version 1, token count; then the uint16 tokens), as FineWeb-Edu is published
+pre-tokenized (finewebedu_val_000000.bin, finewebedu_train_000001.bin, ...): they train as they
+are, without a manifest.
 
 Also the project's one atomic write: shards, manifests, checkpoints, the run log, the Hugging Face
 export and HellaSwag's download all go through it.
@@ -23,7 +27,8 @@ import numpy as np
 EOT_TOKEN = 50256  # <|endoftext|>: starts every document
 GPT2_VOCAB_SIZE = 50257
 SHARD_FILE = re.compile(r"edufineweb_(val|train)_\d{6}\.npy")
-# format 2: shards end at a file, row group and document
+LLMC_SHARD_FILE = re.compile(r"\w+_(val|train)(_\d+)?\.bin")
+# format 2: shards end at a file, a row group (of a jsonl file: a byte range) and a document
 MANIFEST, MANIFEST_FORMAT = "manifest.json", 2
 # atomic_write's temporary name for the file in group 1
 TMP_FILE = re.compile(r"\.(.+)\.[0-9a-f]{8}\.tmp")
@@ -70,18 +75,23 @@ def shard_files(data_dir: Path) -> list[Path]:
 
 
 def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
-    """The shard files of split "train" or "val" in data_dir, in index order."""
+    """The shard files of split "train" or "val" in data_dir, in index order: fineweb.py's .npy
+    shards or llm.c's .bin shards, never both."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(
             f"no shard directory {data_dir.resolve()}: make it with `python fineweb.py`"
         )
-    shards = [
-        path for path in shard_files(data_dir) if path.name.startswith(f"edufineweb_{split}_")
-    ]
+    npy, llmc = shard_files(data_dir), llmc_shard_files(data_dir)
+    if npy and llmc:
+        among = f"an llm.c .bin shard among fineweb.py's .npy shards ({npy[0].name}, ...)"
+        raise DataError(f"{llmc[0]}: {among}: move one format to a directory of its own")
+    pattern = SHARD_FILE if npy else LLMC_SHARD_FILE
+    shards = [path for path in npy or llmc if pattern.fullmatch(path.name)[1] == split]
     if not shards:
+        names = f"edufineweb_{split}_NNNNNN.npy, or llm.c's NAME_{split}_NNNNNN.bin"
         make = f"make them with `python fineweb.py` (--output-dir {data_dir} if not the default)"
-        raise DataError(f"no {split} shards in {data_dir.resolve()}: {make}")
+        raise DataError(f"no {split} shards ({names}) in {data_dir.resolve()}: {make}")
     return shards
 
 
@@ -92,6 +102,8 @@ def damaged(path: str | os.PathLike, problem: str) -> DataError:
 
 def open_shard(path: str | os.PathLike) -> np.ndarray:
     """A shard's tokens, memory-mapped (1-D uint16, read-only; no token is read yet)."""
+    if Path(path).suffix == ".bin":
+        return open_llmc_shard(path)
     try:
         tokens = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as err:  # a truncated file does not map
@@ -152,6 +164,41 @@ def scan_shards(data_dir: str | os.PathLike) -> Shards:
 
 
 # -----------------------------------------------------------------------------
+# llm.c's shards: the same GPT-2 tokens, behind a header of their own
+
+LLMC_MAGIC, LLMC_HEADER_BYTES = 20240520, 256 * 4  # the header: 256 little-endian int32
+LLMC_VERSIONS = {1: "uint16 GPT-2 tokens", 2: "uint32 tokens of another tokenizer, LLaMA 3's"}
+
+
+def llmc_shard_files(data_dir: Path) -> list[Path]:
+    """The llm.c shard files in data_dir, sorted by name (as llm.c's own loaders sort them)."""
+    return sorted(path for path in data_dir.iterdir() if LLMC_SHARD_FILE.fullmatch(path.name))
+
+
+def open_llmc_shard(path: str | os.PathLike) -> np.ndarray:
+    """An llm.c shard's tokens, memory-mapped once its header is found to hold llm.c's magic
+    number, version 1 (uint16 GPT-2 tokens) and the token count that the file's size holds."""
+    try:
+        with open(path, "rb") as f:
+            header, size = f.read(LLMC_HEADER_BYTES), os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise damaged(path, f"not readable ({err.strerror or err})") from err
+    if len(header) < LLMC_HEADER_BYTES:
+        raise damaged(path, f"{size:,} bytes, less than llm.c's {LLMC_HEADER_BYTES:,}-byte header")
+    magic, version, count = np.frombuffer(header, "<i4", count=3).tolist()
+    if magic != LLMC_MAGIC:
+        raise damaged(path, f"magic number {magic}, not llm.c's {LLMC_MAGIC}")
+    if version != 1:
+        found = f"llm.c format version {version} ({LLMC_VERSIONS.get(version, 'unknown')})"
+        use = f"GPT-2 trains on version 1 ({LLMC_VERSIONS[1]}): use shards of GPT-2 tokens"
+        raise DataError(f"{path}: {found}; {use}")
+    if size != LLMC_HEADER_BYTES + 2 * count:
+        says = f"its header counts {count:,} tokens ({LLMC_HEADER_BYTES + 2 * count:,} bytes)"
+        raise damaged(path, f"{says}, the file has {size:,} bytes")
+    return np.memmap(path, np.uint16, "r", LLMC_HEADER_BYTES, (count,))
+
+
+# -----------------------------------------------------------------------------
 # the manifest
 
 MANIFEST_FIELDS = dict(
@@ -197,9 +244,8 @@ def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> li
     rerun = "its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
     problems = [] if manifest["complete"] else [f"{data_dir} is incomplete: {rerun}"]
     listed = {entry["file"] for entry in manifest["shards"]}
-    problems += [
-        f"{path}: not in {MANIFEST}" for path in shard_files(data_dir) if path.name not in listed
-    ]
+    on_disk = [*shard_files(data_dir), *llmc_shard_files(data_dir)]
+    problems += [f"{path}: not in {MANIFEST}" for path in on_disk if path.name not in listed]
     for entry in manifest["shards"]:
         path = data_dir / entry["file"]
         try:
@@ -224,15 +270,29 @@ def verify(data_dir: Path) -> list[str]:
     """fineweb.py --verify: every problem with data_dir's shards, and a summary line last."""
     try:
         manifest = read_manifest(data_dir) if data_dir.is_dir() else None
+        if manifest is None:
+            problems, shards, tokens = unlisted_problems(data_dir)
+            checked = f"headers and token ids fine (no {MANIFEST}: no checksums to compare)"
+        else:
+            problems = directory_problems(data_dir, manifest, deep=True)
+            shards, tokens = len(manifest["shards"]), sum(e["tokens"] for e in manifest["shards"])
+            checked = "all match the manifest"
     except DataError as err:
         return [str(err), f"{data_dir}: cannot be checked"]
-    if manifest is None:
-        return [
-            f"{data_dir}: no such directory, or no {MANIFEST} in it",
-            f"{data_dir}: cannot be checked",
-        ]
-    problems = directory_problems(data_dir, manifest, deep=True)
-    shards, tokens = len(manifest["shards"]), sum(e["tokens"] for e in manifest["shards"])
     if problems:
         return [*problems, f"{data_dir}: {len(problems)} problem(s) in {shards} shards"]
-    return [f"{data_dir}: {shards} shards, {tokens:,} tokens, all match the manifest"]
+    return [f"{data_dir}: {shards} shards, {tokens:,} tokens, {checked}"]
+
+
+def unlisted_problems(data_dir: Path) -> tuple[list[str], int, int]:
+    """What a directory without a manifest (llm.c's shards, hand-made ones) can tell of itself:
+    each shard's header (with an llm.c shard's size) and token ids. Returns the problems, the
+    number of shards and their tokens."""
+    paths = list_shards(data_dir, "val") + list_shards(data_dir, "train")
+    problems, tokens = [], 0
+    for path in paths:
+        try:
+            tokens += len(load_shard(path))
+        except DataError as err:
+            problems.append(str(err))
+    return problems, len(paths), tokens

@@ -49,7 +49,10 @@ class HubImitation:
     after it fails."""
 
     def __init__(
-        self, repo_id: str, files: dict[str, bytes], lfs_suffixes: tuple[str, ...] = (".parquet",)
+        self,
+        repo_id: str,
+        files: dict[str, bytes],
+        lfs_suffixes: tuple[str, ...] = (".parquet", ".bin"),
     ):
         self.repo_id = repo_id
         self.files = {

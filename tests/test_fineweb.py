@@ -1,6 +1,7 @@
 """fineweb.py: shards equal the tokenized documents, in order whatever the workers, resume is exact,
 one run per directory, bad input and damaged shards are refused cleanly."""
 
+import collections
 import contextlib
 import csv
 import errno
@@ -8,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -90,7 +92,17 @@ def token_stream(enc, texts):
 
 def document_places(pattern, documents):
     """(file index, row group, index in the row group) of each document: parquet files have row
-    groups, a single file of another kind is one unit of `documents` documents."""
+    groups, a jsonl file byte ranges (a line is in the one it starts in; blank lines are no
+    documents), a single file of another kind is one unit of `documents` documents."""
+    if pattern.endswith(".jsonl"):
+        places, in_range, start = [], collections.Counter(), 0
+        for line in Path(pattern).read_bytes().split(b"\n"):
+            if line.strip():
+                part = start // fineweb.JSONL_RANGE_BYTES
+                places.append((0, part, in_range[part]))
+                in_range[part] += 1
+            start += len(line) + 1
+        return places
     if not pattern.endswith(".parquet"):
         return [(0, 0, i) for i in range(documents)]
     places = []
@@ -193,12 +205,20 @@ def test_shards_are_the_tokenized_documents(tmp_path, enc, texts, corpus, kind):
     manifest = manifest_of(out)
     assert manifest["complete"] and not manifest["input_exhausted"]
     assert manifest["settings"]["tokens"] == 50_000 and manifest["settings"]["shard_size"] == 20_000
-    starts = np.cumsum(lengths) - lengths
-    places = document_places(corpus[kind], len(texts))
-    for k, entry in enumerate(manifest["shards"]):
-        assert entry["file"] == names[k] and entry["tokens"] == len(shards[k])
-        assert entry["documents"] == np.count_nonzero(shards[k] == storage.EOT_TOKEN)
-        last_token = 20_000 * k + len(shards[k]) - 1  # where the shard ends in the whole stream
+    assert [entry["file"] for entry in manifest["shards"]] == names
+    assert_exact_ends(
+        manifest, shards, expected, lengths, document_places(corpus[kind], len(texts))
+    )
+
+
+def assert_exact_ends(manifest, shards, expected, lengths, places):
+    """Each shard's manifest entry: its tokens and documents, and where its last token lies (the
+    document's place in the input, the token's index in it, the document's checksum)."""
+    starts, last_token = np.cumsum(lengths) - lengths, -1
+    for entry, shard in zip(manifest["shards"], shards, strict=True):
+        assert entry["tokens"] == len(shard)
+        assert entry["documents"] == np.count_nonzero(shard == storage.EOT_TOKEN)
+        last_token += len(shard)  # where the shard ends in the whole stream
         document = int(np.searchsorted(starts, last_token, side="right")) - 1
         end = entry["end"]
         assert (end["file"], end["row_group"], end["document"]) == places[document]
@@ -229,6 +249,101 @@ def test_the_order_does_not_depend_on_the_workers(tmp_path, corpus, kind):
             {name: (out / name).read_bytes() for name in shards_of(out)} | {"m": manifest_of(out)}
         )
     assert len(outputs[0]) == 13 and outputs[0] == outputs[1]
+
+
+# -----------------------------------------------------------------------------
+# one big jsonl file, cut into byte ranges that the workers share
+
+CUT = ["--tokens", "1M", "--shard-size", "5K"]  # all of cut_jsonl's documents, in about 80 shards
+
+
+@pytest.fixture(scope="module")
+def cut_jsonl(tmp_path_factory, texts):
+    """One jsonl file of 8 byte ranges, and its documents. Its cut points fall inside documents,
+    except the first, where a line starts exactly (after a line of spaces); a 614 KB document
+    spans two more (the range between them starts no line); a few lines end in CRLF, one line is
+    empty, the last has no newline."""
+    size = fineweb.JSONL_RANGE_BYTES
+    documents = [f"Copy {copy}. {text}" for copy in range(3) for text in texts]
+    documents.insert(300, require_shared_data(SHAKESPEARE_TXT).read_text()[: 2 * size + 90_000])
+    lines = [
+        json.dumps({"n": i, "text": d}) + ("\r\n" if i % 40 == 7 else "\n")
+        for i, d in enumerate(documents)
+    ]
+    lines.insert(100, "\n")
+    data = b""
+    for line in map(str.encode, lines):
+        if len(data) < size < len(data) + len(line):
+            data += b" " * (size - len(data) - 1) + b"\n"
+        data += line
+    path = tmp_path_factory.mktemp("cut") / "docs.jsonl"
+    path.write_bytes(data.rstrip(b"\n"))
+    line_starts = [0, *(match.end() for match in re.finditer(b"\n", data))]
+    ranges = -(-len(data) // size)
+    assert data[size - 1 : size] == b"\n" and ranges == 8
+    assert len({start // size for start in line_starts}) == 7  # one range is all long document
+    return path, documents
+
+
+@pytest.fixture(scope="module")
+def cut_runs(tmp_path_factory, cut_jsonl):
+    """fineweb.py on cut_jsonl with 1, 2 and 4 workers, and on the same documents as parquet and
+    as one .json file (which datasets reads whole, as it read every jsonl file before)."""
+    path, documents = cut_jsonl
+    root = tmp_path_factory.mktemp("cut_runs")
+    pq.write_table(pa.table({"text": documents}), root / "docs.parquet", row_group_size=100)
+    shutil.copy(path, root / "docs.json")
+    inputs = {
+        1: path,
+        2: path,
+        4: path,
+        "parquet": root / "docs.parquet",
+        "json": root / "docs.json",
+    }
+    for name, data in inputs.items():
+        workers = name if isinstance(name, int) else 2
+        code, _, err = run(
+            "--data-files", data, "--output-dir", root / str(name), *CUT, "--workers", workers
+        )
+        assert code == 0, err
+    return {name: root / str(name) for name in inputs}
+
+
+def test_one_jsonl_file_is_read_by_every_worker_in_byte_ranges(enc, cut_jsonl, cut_runs):
+    path, documents = cut_jsonl
+    reference = cut_runs[1]
+    for name, out in cut_runs.items():
+        assert shards_of(out) == shards_of(reference)
+        for shard in shards_of(reference):
+            assert (out / shard).read_bytes() == (reference / shard).read_bytes(), (name, shard)
+    assert manifest_of(cut_runs[2]) == manifest_of(reference) == manifest_of(cut_runs[4])
+    # each document once, whole, in order, including those that a cut point splits
+    expected, lengths = token_stream(enc, documents)
+    names = [storage.shard_name(i) for i in range(len(shards_of(reference)))]
+    shards = [np.load(reference / name) for name in names]
+    assert np.array_equal(np.concatenate(shards), expected)
+    manifest = manifest_of(reference)
+    assert manifest["input"] == {"kind": "jsonl", "files": [str(path)]}
+    places = document_places(str(path), len(documents))
+    assert_exact_ends(manifest, shards, expected, lengths, places)
+    # a shard ends in each range that starts a line
+    assert {entry["end"]["row_group"] for entry in manifest["shards"]} == {p[1] for p in places}
+
+
+def test_a_jsonl_run_killed_in_a_later_byte_range_resumes_byte_identical(
+    tmp_path, cut_jsonl, cut_runs
+):
+    out, path = tmp_path / "out", cut_jsonl[0]
+    args = ["--data-files", path, "--output-dir", out, *CUT, "--workers", 2]
+    process = run_script(*args)
+    wait_for_shards(process, out, 40)  # 200K tokens: in the third byte range or later
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    partial = manifest_of(out)
+    assert not partial["complete"] and partial["shards"][-1]["end"]["row_group"] >= 2
+    code, _, err = run(*args)
+    assert code == 0, err
+    assert_same_output(out, cut_runs[2])
 
 
 def test_txt_files_are_one_document_each_and_input_can_run_out(tmp_path, enc):
@@ -749,19 +864,47 @@ def test_mixed_and_unknown_file_kinds(tmp_path, corpus):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("kind", ["parquet", "csv"])
-def test_missing_text_column_names_the_columns(tmp_path, corpus, kind):
+@pytest.mark.parametrize(
+    "kind, where, columns",
+    [
+        ("parquet", "a.parquet, row group 0", "text, id"),
+        ("csv", "training_data.csv", "text, score, reasoning, decision, error"),
+        ("jsonl", "docs.jsonl, the line at byte 0", "id, text"),
+    ],
+)
+def test_missing_text_column_names_the_columns(tmp_path, corpus, kind, where, columns):
     out = tmp_path / "out"
     code, _, err = run(
         "--data-files", corpus[kind], "--text-column", "body", "--output-dir", out, *SMALL
     )
-    assert_error(code, err, "no column 'body'", "--text-column")
-    assert (
-        ("text, id" in err)
-        if kind == "parquet"
-        else ("text, score, reasoning, decision, error" in err)
-    )
+    assert_error(code, err, f"{where} has no column 'body'; its columns are: {columns} (pick one")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        ('{"text": "cut short', "the line at byte {offset:,} is not valid JSON (Invalid control"),
+        (
+            '["a", "list"]',
+            "the line at byte {offset:,} has no column 'text'; its columns are: none",
+        ),
+        ('{"text": 4}', "the lines from byte {cut:,}, document {index}: column 'text' holds int"),
+    ],
+)
+def test_a_bad_jsonl_line_is_named_by_where_it_is(tmp_path, texts, line, problem):
+    """The line sits in the file's second byte range, after the first 89,438 tokens: before the
+    validation shard fills. A document that is not text is named as in any other unit: by its index
+    in the unit, the lines that start from the cut on."""
+    good = "".join(json.dumps({"text": text}) + "\n" for text in texts).encode()
+    (tmp_path / "docs.jsonl").write_bytes(good + line.encode() + b"\n" + good)
+    cut, offset = fineweb.JSONL_RANGE_BYTES, len(good)
+    assert cut < offset < 2 * cut
+    index = sum(cut <= match.end() < offset for match in re.finditer(b"\n", good))
+    out, args = tmp_path / "out", ["--tokens", "1M", "--shard-size", "100K"]
+    code, _, err = run("--data-files", tmp_path / "docs.jsonl", "--output-dir", out, *args)
+    assert_error(code, err, "docs.jsonl, " + problem.format(offset=offset, cut=cut, index=index))
+    assert len(_error_lines(err)) == 1 and not out.exists()
 
 
 @pytest.mark.parametrize("bad, kind", [(4, "int"), (None, "NoneType"), (["a list"], "list")])

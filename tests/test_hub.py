@@ -2,7 +2,8 @@
 (tests/hub_imitation.py) serving a repository shaped like FineWeb-Edu's sample-10BT: it writes the
 shards that --data-files writes from the same parquet files, downloads little more than the text
 column, resumes after kill -9 and after a lost connection, and an offline machine gets the same
-shards from a download of the files."""
+shards from a download of the files. The README's download of FineWeb-Edu pre-tokenized in llm.c's
+.bin shards, with the hub's own client, gives a directory that checks and trains."""
 
 import csv
 import hashlib
@@ -15,13 +16,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import fineweb
+import train_gpt2
 from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
 from hub_imitation import HubImitation
 from test_fineweb import assert_error, manifest_of, run, shards_of, wait_for_shards
+from test_storage import llmc_shard
+from test_train import TINY
 
 REPO_ID, CONFIG = "HuggingFaceFW/fineweb-edu", "sample-10BT"
 README = f"""---
@@ -313,3 +319,33 @@ def test_offline_the_default_command_says_how_to_download_and_the_advice_works(
     code, _, err = finish(run_fineweb({**env, "HF_HUB_OFFLINE": "1"}, *args, cwd=tmp_path))
     assert code == 0, err
     assert_same_shards(out, reference, PART_SHARDS)
+
+
+# -----------------------------------------------------------------------------
+# FineWeb-Edu already tokenized: llm.c's .bin shards, downloaded as the README says
+
+
+def test_the_readme_download_of_pretokenized_shards_checks_and_trains(tmp_path, monkeypatch):
+    """The README's three commands against an imitation of kjj0/finewebedu10B-gpt2 that holds the
+    suite's text in the published names: `hf download`, `fineweb.py --verify`, `train_gpt2.py`."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## FineWeb-Edu already tokenized") :]
+    block = re.search(r"```bash\n(.*?)\n```", section, flags=re.S).group(1)
+    download, verify, train = map(shlex.split, block.splitlines())
+    tokens = np.concatenate([fineweb.tokenize(text) for text in documents()[:150]])
+    names = ["finewebedu_val_000000.bin", "finewebedu_train_000001.bin"]
+    files = {names[0]: llmc_shard(tokens[:30_000]), names[1]: llmc_shard(tokens[30_000:60_000])}
+    files["finewebedu_train_000002.bin"] = llmc_shard(tokens[60_000:])
+    with HubImitation("kjj0/finewebedu10B-gpt2", files) as hub:
+        hf = Path(sys.executable).with_name("hf")
+        env = hub_env(hub, tmp_path / "hf")
+        subprocess.run([hf, *download[1:]], env=env, cwd=tmp_path, capture_output=True, check=True)
+    assert hub.lfs_bytes == sum(map(len, files.values()))  # served as the Hub serves them: LFS
+    local = tmp_path / download[download.index("--local-dir") + 1]
+    assert {path.name: path.read_bytes() for path in local.glob("*.bin")} == files
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run(*verify[2:])
+    assert code == 0 and f"3 shards, {len(tokens):,} tokens, headers and token ids fine" in stdout
+    args = train[train.index("train_gpt2.py") + 1 :]
+    assert train_gpt2.main([*args, *TINY, "--max-steps", "2", "--log-dir", "log"]) == 0
+    assert (tmp_path / "log" / "model_00002.pt").is_file()
