@@ -218,7 +218,7 @@ class Trainer:
         state = checkpoint.restore(resume_from, *restored, config, runtime.print0)
         self.start_step = state.get("step", 0)
         runtime.print0(f"{config}\n{self.plan()}")  # the config with its defaults resolved
-        self.log = checkpoint.RunLog(config, master, state)
+        self.log = checkpoint.RunLog(config, master, state, shards.source)
         # the compiled model serves training and evaluation; DDP wraps it for training only
         self.model = torch.compile(self.raw_model) if config.compile else self.raw_model
         device_ids = [device.index] if device.type == "cuda" else None
@@ -274,9 +274,9 @@ class Trainer:
         if self.due(config.hellaswag_every, step):
             file = hellaswag.resolve_data_file("val", config.hellaswag_data_dir)  # main() checked
             limit = config.hellaswag_limit
-            correct, _, total = hellaswag.evaluate(model, file, runtime, limit, dtype=self.dtype)
-            acc = correct / total
-            self.log.write(step, "hella", acc, f"HellaSwag acc_norm {correct}/{total} = {acc:.4f}")
+            scores = hellaswag.evaluate(model, file, runtime, limit, dtype=self.dtype)
+            more = dict(hella_acc=scores.acc, hella_acc_norm_char=scores.acc_norm_char)
+            self.log.write(step, "hella", scores.acc_norm, scores.summary(), **more)
         if self.due(config.sample_every, step) and runtime.is_master:
             # the uncompiled model: each new length would be a new shape to compile
             texts = sample_texts(self.raw_model, SAMPLE_PROMPT, 4, 32, seed=config.seed)

@@ -70,6 +70,6 @@ def save_checkpoint(path: Path, model, step: int = 0) -> Path:
 
     optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
     loader_state = {"epoch": 0, "position": 0, "epoch_tokens": 1}
-    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None}
+    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None, "data_source": None}
     checkpoint.save(Path(path), step, model, optimizer, loader_state, train_gpt2.TrainConfig(), run)
     return Path(path)

@@ -32,6 +32,7 @@ def test_the_tie_survives_a_round_trip(tmp_path):
         "wandb_run_id",
         "val_loss",
         "hellaswag",
+        "data_source",
     }
     assert state["step"] == 3 and state["model_config"]["n_embd"] == 32
     stored = state["model"]

@@ -21,6 +21,7 @@ import pytest
 
 from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
 from hub_imitation import HubImitation
+from test_export import card_of_a_run
 from test_fineweb import assert_error, manifest_of, run, shards_of, wait_for_shards
 
 REPO_ID, CONFIG = "HuggingFaceFW/fineweb-edu", "sample-10BT"
@@ -313,3 +314,19 @@ def test_offline_the_default_command_says_how_to_download_and_the_advice_works(
     code, _, err = finish(run_fineweb({**env, "HF_HUB_OFFLINE": "1"}, *args, cwd=tmp_path))
     assert code == 0, err
     assert_same_shards(out, reference, PART_SHARDS)
+
+
+# -----------------------------------------------------------------------------
+# what a model trained on the hub's data says of it
+
+
+def test_a_model_trained_on_a_hub_run_names_the_dataset_and_config_on_its_card(tmp_path, hub):
+    out = tmp_path / "out"
+    args = ["--output-dir", out, "--tokens", "30K", "--shard-size", "10K", "--workers", 1]
+    code, _, err = finish(run_fineweb(hub_env(hub, tmp_path / "hf"), *args))
+    assert code == 0, err
+    metadata, body = card_of_a_run(out, tmp_path / "run")
+    assert metadata["datasets"] == [REPO_ID]
+    link = f"[{REPO_ID}](https://huggingface.co/datasets/{REPO_ID})"
+    assert f"Training data: the Hub dataset {link}, config {CONFIG}, split train." in body
+    assert hub.endpoint not in body  # the files' URLs stay in the manifest
