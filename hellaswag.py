@@ -259,15 +259,14 @@ def ending_losses(
     for first in range(0, len(order), 4 * batch_size):
         batch = order[first : first + 4 * batch_size]
         length = int(lengths[batch[0]])
-        # position t predicts token t + 1, so the last token predicts nothing
+        # Position t predicts token t + 1, so the last token predicts nothing; the scored
+        # positions are those that predict an ending's tokens.
         inputs, targets = tokens[batch, : length - 1], tokens[batch, 1:length]
-        scored = (
-            mask[batch, 1:length].flatten().nonzero().squeeze(1)
-        )  # where an ending's tokens are
+        scored = mask[batch, 1:length].flatten().nonzero().squeeze(1)
         inputs, positions = inputs.to(device), scored.to(device)
-        # Sizes vary from batch to batch: a compiled model makes one graph for all of them.
-        for tensor, dim in ((inputs, 0), (inputs, 1), (positions, 0)):
-            torch._dynamo.maybe_mark_dynamic(tensor, dim)
+        if hasattr(model, "_orig_mod"):  # torch.compile's: one graph for the batches' sizes
+            for tensor, dim in ((inputs, 0), (inputs, 1), (positions, 0)):
+                torch._dynamo.maybe_mark_dynamic(tensor, dim)
         with autocast(device, dtype):
             logits, _ = model(inputs, positions=positions)  # (positions, V): no other logits
         losses = torch.zeros(inputs.numel(), device=device)
