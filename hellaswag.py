@@ -321,8 +321,9 @@ def evaluate(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="HellaSwag accuracy (zero-shot completion style) of GPT-2. Under torchrun the "
-        "examples are split across ranks.",
+        description="HellaSwag accuracy (zero-shot completion style) of GPT-2, three ways: acc, "
+        "acc_norm per token (the video's) and acc_norm_char per character (lm-eval's acc_norm). "
+        "Under torchrun the examples are split across ranks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sources = "a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face directory"

@@ -140,7 +140,8 @@ def model_card(config: GPTConfig, parameters: int, run: dict[str, Any] | None) -
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Export GPT-2 as a Hugging Face model directory (model, tokenizer, model card)."
+        description="Export GPT-2 as a Hugging Face model directory: model, tokenizer, and a model "
+        "card with the run and its data. Share it with: hf upload YOUR_NAME/NAME DIRECTORY"
     )
     sources = "a checkpoint (its run and data go on the model card), a Hugging Face directory, or"
     sources += f" a hub name ({', '.join(HUB_NAMES)})"

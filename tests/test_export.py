@@ -6,6 +6,7 @@ read, and names no path of this machine; an export that stopped halfway never lo
 A tiny model (2 layers, GPT-2's vocabulary padded to 50,304 as in training) keeps the file fast.
 """
 
+import ast
 import csv
 import json
 import os
@@ -273,10 +274,8 @@ ONE_STEP += " --max-steps 1 --eval-every 0 --hellaswag-every 0 --sample-every 0"
 def card_of_a_run(data_dir: Path, root: Path) -> tuple[dict, str]:
     """The front matter and text of the model card of a one-step tiny run on data_dir's shards."""
     log_dir = root / "log"
-    assert (
-        train_gpt2.main([*ONE_STEP.split(), "--data-dir", str(data_dir), "--log-dir", str(log_dir)])
-        == 0
-    )
+    args = [*ONE_STEP.split(), "--data-dir", str(data_dir), "--log-dir", str(log_dir)]
+    assert train_gpt2.main(args) == 0
     assert hf_export.main(["--init-from", str(log_dir / "model_00001.pt"), str(root / "hf")]) == 0
     card = (root / "hf" / "README.md").read_text()
     for path in (data_dir, FINEWEB_CSV.parent, root, Path.home(), ROOT):
@@ -346,3 +345,29 @@ def test_a_bad_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path / 'model.pt'}") and err.count("\n") == 1
     assert not (tmp_path / "hf").exists()
+
+
+def test_the_modules_import_one_another_one_way():
+    """No module imports one that imports it back (gpt2.py's --export-hf once imported hf_export,
+    which imports gpt2), lazy imports inside functions included."""
+    modules = {path.stem: path for path in ROOT.glob("*.py")}
+    imports = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+        imports[name] = (found & modules.keys()) - {name}
+
+    def reachable(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for module in imports[todo.pop()] - seen:
+                seen.add(module)
+                todo.append(module)
+        return seen
+
+    assert "gpt2" in imports["hf_export"] and "hf_export" not in reachable("gpt2")
+    assert [name for name in imports if name in reachable(name)] == []
