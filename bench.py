@@ -12,9 +12,12 @@ device synchronised; rungs that change nothing on this device are reported as su
     python bench.py --rungs final --profile           # the full setup only, with a kernel profile
     python bench.py --rungs none --data-files corpus.parquet --data-tokens 100M   # fineweb.py
     python bench.py --model tiny --device cpu --rungs none --hellaswag-examples 200  # HellaSwag
+    python bench.py --rungs none --hellaswag-examples 1000 --hellaswag-text corpus.csv \
+        --lm-eval /tmp/lmeval/bin/lm_eval         # hellaswag.py against lm-evaluation-harness
 
 With the ladder comes the loader's time per micro-batch, relative to the step. The table is
-Markdown, ready for BENCHMARKS.md.
+Markdown, ready for BENCHMARKS.md. lm-evaluation-harness is no requirement of this project: install
+it apart (python -m venv /tmp/lmeval && /tmp/lmeval/bin/pip install "lm-eval[hf]").
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +44,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import fineweb
 import hellaswag
+import hf_export
 import runtime as rt
 import storage
 from gpt2 import GPT, preset_config
@@ -288,35 +294,138 @@ def tokenizer_ceiling(texts: list[str], cores: int, min_seconds: float = 1.0) ->
     return tokens / elapsed * cores
 
 
-def time_hellaswag(args: argparse.Namespace, device: torch.device) -> dict[int, float]:
-    """Examples/s of hellaswag.evaluate one example per forward pass and 16 per pass, on synthetic
-    examples as long as HellaSwag's (contexts of 60-100 tokens, endings of 10-30)."""
+def hellaswag_tasks(args: argparse.Namespace) -> list[dict]:
+    """args.hellaswag_examples tasks in HellaSwag's format: from the sentences of
+    args.hellaswag_text, or else of random tokens as long as HellaSwag's (contexts of 60-100 tokens,
+    endings of 10-30)."""
+    if args.hellaswag_text:
+        return text_tasks(first_documents(args.hellaswag_text, 10_000), args.hellaswag_examples)
     enc = tiktoken.get_encoding("gpt2")
     rng = np.random.default_rng(0)
 
     def text(low: int, high: int) -> str:
         return enc.decode(rng.integers(256, 20_000, rng.integers(low, high)).tolist())
 
-    torch.manual_seed(0)
-    model = GPT(preset_config(args.model)).to(device)
+    return [
+        {"ctx": text(60, 100), "endings": [text(10, 30) for _ in range(4)], "label": i % 4}
+        for i in range(args.hellaswag_examples)
+    ]
+
+
+def text_tasks(documents: list[str], count: int, seed: int = 0) -> list[dict]:
+    """count tasks of real text in HellaSwag's format: one to three sentences of a document, the
+    sentence after them as the right ending, and three sentences of other places as the wrong ones.
+    ValueError if the documents hold too few sentences."""
+    rng = random.Random(seed)
+    sentences = [re.split(r"(?<=[.!?])\s+", " ".join(text.split())) for text in documents]
+    usable = {s for document in sentences for s in document if 3 <= len(s.split()) <= 60}
+    endings = sorted(usable)  # distinct: of 4 drawn, 3 at least differ from the right one
+    places = [
+        (d, i)
+        for d, document in enumerate(sentences)
+        for i in range(1, len(document))
+        if document[i] in usable
+    ]
+    if len(places) < count or len(endings) < 4:
+        raise ValueError(f"the texts hold too few sentences for {count:,} HellaSwag tasks")
+    tasks = []
+    for d, i in rng.sample(places, count):
+        right, label = sentences[d][i], rng.randrange(4)
+        wrong = [ending for ending in rng.sample(endings, 4) if ending != right][:3]
+        context = " ".join(sentences[d][max(0, i - rng.randint(1, 3)) : i])
+        endings_in_order = wrong[:label] + [right] + wrong[label:]
+        tasks.append({"ctx": context, "endings": endings_in_order, "label": label})
+    return tasks
+
+
+def time_hellaswag(model: GPT, data_file: Path, count: int) -> dict[int, float]:
+    """Examples/s of hellaswag.evaluate at 1, 4 and 16 examples per forward pass."""
+    hellaswag.evaluate(model, data_file, limit=2)  # warm-up (the rendering is not cached: limit)
     rates = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "synthetic.jsonl"
-        with path.open("w") as f:
-            for _ in range(args.hellaswag_examples):
-                example = {
-                    "ctx": text(60, 100),
-                    "endings": [text(10, 30) for _ in range(4)],
-                    "label": int(rng.integers(4)),
-                }
-                f.write(json.dumps(example) + "\n")
-        # warm-up (the rendering is not cached: limit differs)
-        hellaswag.evaluate(model, path, limit=2)
-        for batch_size in (1, 16):
-            start = time.perf_counter()
-            hellaswag.evaluate(model, path, batch_size=batch_size)
-            rates[batch_size] = args.hellaswag_examples / (time.perf_counter() - start)
+    for batch_size in (1, 4, 16):
+        start = time.perf_counter()
+        hellaswag.evaluate(model, data_file, batch_size=batch_size)
+        rates[batch_size] = count / (time.perf_counter() - start)
     return rates
+
+
+def lm_eval_task(data_file: Path) -> str:
+    """A task of lm-evaluation-harness (YAML, written as JSON) that reads data_file's contexts and
+    endings as they are: the requests hellaswag.py scores, context + " " + ending."""
+    task = dict(
+        task="bench_hellaswag",
+        dataset_path="json",
+        dataset_kwargs={"data_files": {"validation": str(data_file)}},
+        output_type="multiple_choice",
+        validation_split="validation",
+        doc_to_text="{{ctx}}",
+        doc_to_choice="{{endings}}",
+        doc_to_target="{{label}}",
+        metric_list=[{"metric": "acc"}, {"metric": "acc_norm"}],
+    )
+    return json.dumps(task, indent=2)
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    """A command's wall time and output; ChildProcessError, with its last line, if it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        said = (result.stderr.strip().splitlines() or [""])[-1]
+        raise ChildProcessError(
+            f"{Path(command[0]).name} failed (exit {result.returncode}): {said}"
+        )
+    return seconds, result.stdout
+
+
+def compare_with_lm_eval(
+    args: argparse.Namespace, model_dir: Path, data_file: Path, device: torch.device
+) -> None:
+    """hellaswag.py and lm_eval, each as users run it, alternately for args.rounds rounds on the
+    same model directory and tasks, as many rows per forward pass; then their per-task choices."""
+    out = model_dir.parent / "lm_eval"
+    (out / "task").mkdir(parents=True)
+    (out / "task" / "bench_hellaswag.yaml").write_text(lm_eval_task(data_file))
+    ours = [sys.executable, str(Path(__file__).with_name("hellaswag.py")), "--device", str(device)]
+    ours += ["--init-from", str(model_dir), "--data-file", str(data_file)]
+    rows = 4 * hellaswag.default_batch_size(device)
+    theirs = [args.lm_eval, "--model", "hf", "--model_args", f"pretrained={model_dir}"]
+    theirs += ["--tasks", "bench_hellaswag", "--include_path", str(out / "task")]
+    theirs += ["--batch_size", str(rows), "--device", str(device), "--log_samples"]
+    theirs += ["--output_path", str(out)]
+    print(f"\n| round | hellaswag.py | lm_eval ({rows} rows per pass too) | ratio |")
+    print("|---:|---:|---:|---:|")
+    for n in range(1, args.rounds + 1):
+        (ours_seconds, printed), (their_seconds, _) = timed(ours), timed(theirs)
+        ratio = ours_seconds / their_seconds
+        print(f"| {n} | {ours_seconds:.1f} s | {their_seconds:.1f} s | {ratio:.2f} |", flush=True)
+    print(f"\nhellaswag.py's last run:\n{printed}")
+    print(choices_against_lm_eval(model_dir, data_file, next(out.glob("*/samples_*.jsonl"))))
+
+
+def choices_against_lm_eval(model_dir: Path, data_file: Path, samples: Path) -> str:
+    """How often hellaswag's choices equal those lm_eval logged in samples, per task, for acc
+    (summed) and acc_norm_char (per character: lm-eval's acc_norm), and how far apart the
+    log-likelihoods of the endings are."""
+    model = GPT.from_pretrained(model_dir)
+    rendered = hellaswag.rendered_examples(str(data_file), None, model.config.block_size)
+    with torch.no_grad():
+        sums, _ = hellaswag.ending_losses(
+            model, rendered.tokens, rendered.mask, 4, torch.device("cpu"), torch.float32
+        )
+    logged = [json.loads(line) for line in samples.read_text().splitlines()]
+    logged.sort(key=lambda sample: sample["doc_id"])
+    theirs = torch.tensor([[float(ll) for ll, _ in s["filtered_resps"]] for s in logged])
+    gap = (theirs + sums).abs().max().item()
+    same = (sums.argmin(1) == theirs.argmax(1)).sum().item()
+    chars = rendered.chars.clamp(min=1)
+    same_char = ((sums / chars).argmin(1) == (theirs / chars).argmax(1)).sum().item()
+    n = len(logged)
+    return (
+        f"choices equal to lm_eval's: acc {same}/{n}, acc_norm_char {same_char}/{n} (lm-eval's"
+        f" acc_norm); log-likelihoods at most {gap:.2e} apart"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -365,9 +474,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--hellaswag-examples",
         type=int,
         default=0,
-        help="also time HellaSwag scoring, batched and one example at a time, on this many"
-        " synthetic examples",
+        help="also time HellaSwag scoring at 1, 4 and 16 examples per forward pass (or against"
+        " --lm-eval) on this many tasks",
     )
+    flag(
+        "--hellaswag-text",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="make the tasks of these texts' sentences, read as fineweb.py reads --data-files"
+        " (none: random tokens)",
+    )
+    flag(
+        "--lm-eval",
+        metavar="LM_EVAL",
+        help="instead, time hellaswag.py against this lm_eval executable (installed apart) on the"
+        " same tasks and model, exported, alternately",
+    )
+    flag("--rounds", type=int, default=3, help="rounds of hellaswag.py and lm_eval, alternately")
     return parser.parse_args(argv)
 
 
@@ -423,6 +547,7 @@ def check_args(args: argparse.Namespace, device: torch.device) -> None:
     least = dict(
         micro_batch_size=1, seq_len=1, steps=1, warmup_steps=0, workers=1, hellaswag_examples=0
     )
+    least.update(rounds=1)
     for name, low in least.items():
         if (value := getattr(args, name)) < low:
             raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
@@ -431,6 +556,15 @@ def check_args(args: argparse.Namespace, device: torch.device) -> None:
         raise ValueError(f"--seq-len {args.seq_len} is longer than {context}")
     if args.data_dir is not None:
         storage.list_shards(args.data_dir, "train")
+    if args.hellaswag_text:
+        try:
+            fineweb.local_input(args.hellaswag_text)
+        except fineweb.FinewebError as e:  # it names fineweb.py's flag
+            raise ValueError(f"--hellaswag-text, read as fineweb.py's --data-files: {e}") from None
+    if args.lm_eval and not args.hellaswag_examples:
+        raise ValueError("--lm-eval times HellaSwag: give --hellaswag-examples N too")
+    if args.lm_eval and shutil.which(args.lm_eval) is None:
+        raise ValueError(f"--lm-eval {args.lm_eval}: no such executable")
     if args.data_files:  # what fineweb.py would refuse, refused before anything is timed
         fineweb.local_input(args.data_files)
         args.data_shard_size = args.data_shard_size or max(1, args.data_tokens // 10)
@@ -488,13 +622,29 @@ def main(argv: list[str] | None = None) -> int:
         share = f"{loader_ms / step_ms:.1%} of the last rung's step"
         print(f"\nloader: {loader_ms:.2f} ms per micro-batch, {share}")
     if args.hellaswag_examples:
-        rates = time_hellaswag(args, device)
-        print(
-            f"HellaSwag ({args.model}, {args.hellaswag_examples} examples): "
-            f"{rates[1]:.1f} examples/s one at a time, "
-            f"{rates[16]:.1f} examples/s 16 per forward pass ({rates[16] / rates[1]:.2f}x)"
-        )
+        try:
+            bench_hellaswag(args, device)
+        except (ChildProcessError, ValueError) as e:  # a failed run, too little text
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 0
+
+
+def bench_hellaswag(args: argparse.Namespace, device: torch.device) -> None:
+    """HellaSwag on args.hellaswag_examples tasks and an untrained args.model: hellaswag.evaluate
+    at several batch sizes, or hellaswag.py against lm_eval."""
+    torch.manual_seed(0)
+    model = GPT(preset_config(args.model))
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = Path(tmp) / "tasks.jsonl"
+        data_file.write_text("".join(json.dumps(task) + "\n" for task in hellaswag_tasks(args)))
+        print(f"HellaSwag, {args.model} (untrained), {args.hellaswag_examples} tasks")
+        if args.lm_eval:
+            model_dir = hf_export.export(model, Path(tmp) / "model")
+            compare_with_lm_eval(args, model_dir, data_file, device)
+            return
+        rates = time_hellaswag(model.to(device), data_file, args.hellaswag_examples)
+        print(", ".join(f"{rate:.1f} examples/s at {n} per pass" for n, rate in rates.items()))
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ def save(
     path: Path, step: int, model, optimizer, scaler, loader_state, train_config, run: dict[str, Any]
 ) -> None:
     """Write the state after `step` optimizer steps atomically: a crash never leaves half a file.
-    run: RunLog.run(), the W&B run id, the last evaluations (for an export's model card) and the
-    updates that fp16's loss scaling skipped."""
+    run: RunLog.run(): the W&B run id, the last evaluations and the data source (for an export's
+    model card), and the steps whose update fp16's loss scaling skipped."""
     checkpoint = {
         "format": FORMAT,
         "version": VERSION,
@@ -59,6 +59,7 @@ def save(
         "train_config": asdict(train_config),
         "val_loss": run["val_loss"],  # the last evaluations, at or before `step`
         "hellaswag": run["hellaswag"],
+        "data_source": run["data_source"],  # storage.data_source of the shards trained on
     }
     try:
         storage.atomic_write(path, lambda f: torch.save(checkpoint, f))
@@ -99,10 +100,12 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def summary(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint tells of its run, for a model card: steps, tokens, the last evaluations."""
+    """What a checkpoint tells of its run, for a model card: steps, tokens, the last evaluations,
+    the data source (None where unknown, as in checkpoints from before it was recorded)."""
     tokens = checkpoint["step"] * checkpoint["train_config"]["total_batch_size"]
     scores = {key: checkpoint.get(key) for key in EVALUATIONS.values()}
-    return {"step": checkpoint["step"], "tokens": tokens, **scores}
+    source = checkpoint.get("data_source")
+    return {"step": checkpoint["step"], "tokens": tokens, **scores, "data_source": source}
 
 
 def candidates(log_dir: str, resume: str) -> list[Path]:
@@ -254,13 +257,16 @@ def lock_log_dir(log_dir: str):
 
 class RunLog:
     """The run's numbers, from rank 0: printed as "step N | ...", appended to LOG_DIR/log.txt
-    ("{step} {train|val|hella} {value}", as the reference writes it) and sent to W&B. Resumed at
+    ("{step} {train|val|hella} {value}", as the reference writes it, and an evaluation's further
+    figures on lines of their own, e.g. hella_acc) and sent to W&B. Resumed at
     step N, it drops what the stopped attempt wrote for steps N and later, and any line that does
     not start with a step number: the file reads like one uninterrupted run."""
 
-    def __init__(self, train_config, enabled: bool, resumed: dict[str, Any]):
-        """resumed: the checkpoint the run resumes from, from restore() ({} for a new run)."""
+    def __init__(self, train_config, enabled: bool, resumed: dict[str, Any], data_source):
+        """resumed: the checkpoint the run resumes from, from restore() ({} for a new run);
+        data_source: storage.data_source of the shards, which each checkpoint records."""
         self.path, self.enabled = Path(train_config.log_dir) / "log.txt", enabled
+        self.data_source = data_source
         self.max_steps, self.first_step, self.wandb_run = train_config.max_steps, None, None
         # the last evaluations, which each checkpoint records for an export's model card
         self.last = {kind: resumed.get(key) for kind, key in EVALUATIONS.items()}
@@ -286,15 +292,17 @@ class RunLog:
 
     def write(self, step: int, kind: str, value: float, text: str, **more: float | None) -> None:
         """Log value; text is what the printed line shows after "step N | ", and a train line ends
-        with the estimated time left."""
+        with the estimated time left. more goes to W&B, and an evaluation's to log.txt too, one
+        line each ("{step} {name} {value}"): a train line keeps the reference's format."""
         self.last[kind] = value
         if not self.enabled:
             return
         eta = f" | eta {self.time_left(step)}" if kind == "train" else ""
         print(f"step {step:5d} | {text}{eta}")
         digits = 6 if kind == "train" else 4
+        lines = {kind: value} | ({} if kind == "train" else more)
         with self.path.open("a") as f:
-            f.write(f"{step} {kind} {value:.{digits}f}\n")
+            f.writelines(f"{step} {name} {number:.{digits}f}\n" for name, number in lines.items())
         if self.wandb_run is not None:
             self.wandb_run.log({kind: value, **more}, step=step)
 
@@ -310,9 +318,11 @@ class RunLog:
         return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
 
     def run(self) -> dict[str, Any]:
-        """What save() records of the run: its W&B id, last evaluations and skipped steps."""
+        """What save() records of the run: its W&B id, last evaluations, data source and skipped
+        steps."""
         wandb_run_id = None if self.wandb_run is None else self.wandb_run.id
-        run = {"wandb_run_id": wandb_run_id, "skipped_steps": self.skipped_steps}
+        run = dict(wandb_run_id=wandb_run_id, data_source=self.data_source)
+        run |= dict(skipped_steps=self.skipped_steps)
         return run | {EVALUATIONS[k]: self.last[k] for k in EVALUATIONS}
 
     def close(self) -> None:

@@ -135,15 +135,20 @@ class GPT(nn.Module):
         wpe = self.transformer.wpe.weight.numel() if exclude_position_embedding else 0
         return sum(p.numel() for p in self.parameters()) - wpe
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx (B, T) token ids -> logits, and the mean cross-entropy against targets if given."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, positions=None):
+        """idx (B, T) token ids -> logits, and the mean cross-entropy against targets if given.
+        positions (P,), indices into the B * T positions: logits (P, vocab_size) there alone (the
+        output layer is a third of GPT-2 124M's work; scoring a text's ending needs it there)."""
         T, block_size = idx.size(1), self.config.block_size
         assert T <= block_size, f"sequence of {T} tokens, block_size is {block_size}"
         pos = torch.arange(T, device=idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, n_embd)
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab_size)
+        x = self.transformer.ln_f(x)
+        if positions is not None:
+            x = x.flatten(0, 1)[positions]  # (P, n_embd)
+        logits = self.lm_head(x)  # (B, T, vocab_size), or (P, vocab_size)
         if targets is None:
             return logits, None
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten().long(), ignore_index=-1)
@@ -324,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from runtime import DEVICE_HELP
 
     parser = argparse.ArgumentParser(
-        description="Sample text from GPT-2, or export it as a Hugging Face model directory.",
+        description="Sample text from GPT-2.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sources = f"a hub name ({', '.join(HUB_NAMES)}), a Hugging Face directory, or a checkpoint"
@@ -336,7 +341,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0, help="divides the logits")
     parser.add_argument("--seed", type=int, default=42, help="seed of the sampling generator")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
-    parser.add_argument("--export-hf", metavar="DIR", help="export to DIR for transformers")
     return parser.parse_args(argv)
 
 
@@ -361,25 +365,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if problem := flag_problem(args):
             raise ValueError(problem)
-        if args.export_hf:
-            import hf_export
-
-            out = hf_export.export_from(args.init_from, args.export_hf)
-            print(f"wrote {out}: from_pretrained({str(out)!r}) loads its model and tokenizer")
-            return 0
-        from runtime import pick_device
+        from runtime import out_of_memory, pick_device
 
         device = pick_device(args.device)
         model = load_model(args.init_from, device)
         sampling = dict(temperature=args.temperature, top_k=args.top_k, progress=True)
         n, max_new_tokens = args.num_samples, args.max_new_tokens
-        try:
+        with out_of_memory("sampling", "--num-samples", n, device):  # one line, no traceback
             texts = sample_texts(model, args.prompt, n, max_new_tokens, args.seed, **sampling)
-        except RuntimeError as e:  # CUDA's OutOfMemoryError is one too
-            if "memory" not in str(e):
-                raise
-            problem = f"{device} has no memory for {n:,} samples at once"
-            raise ValueError(f"{problem}: lower --num-samples") from None
     except (OSError, ValueError, ImportError) as e:  # ImportError: safetensors or the hub missing
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
 """HellaSwag accuracy of GPT-2: OpenAI's weights, a Hugging Face directory, or a train_gpt2.py run.
 
 Each example is a context and four endings. The model scores every ending by the cross-entropy of
-its tokens given the context and picks the lowest: per token (acc_norm, the headline number) or
-summed (acc). This is the zero-shot completion style of Karpathy's reproduction, in which OpenAI's
-GPT-2 124M scores acc_norm 0.2955 on the 10,042 validation examples.
+its tokens given the context and picks the lowest, three ways: per token (acc_norm, the headline:
+the zero-shot completion style of Karpathy's reproduction, in which OpenAI's GPT-2 124M scores
+0.2955 on the 10,042 validation examples), summed (acc), and per character of the ending
+(acc_norm_char: what lm-evaluation-harness calls acc_norm; its own hellaswag task also rewrites the
+text, so its figures differ from these by design).
 
     python hellaswag.py --init-from gpt2
     python hellaswag.py --init-from log/model_19073.pt --limit 1000
@@ -11,7 +13,9 @@ GPT-2 124M scores acc_norm 0.2955 on the 10,042 validation examples.
 
 The official jsonl files are downloaded on first use (by one process per machine) into hellaswag/
 next to this file, or $HELLASWAG_DIR, or --data-dir; --data-file reads any local file. train_gpt2.py
-calls evaluate() on all ranks: example i is scored by rank i % world_size.
+calls evaluate() on all ranks: example i is scored by rank i % world_size. Each rank scores its
+rows sorted by length, a batch of similar lengths per forward pass, and puts the results back in
+order: little of a batch is padding.
 """
 
 import argparse
@@ -19,13 +23,12 @@ import functools
 import http.client
 import itertools
 import json
-import math
 import os
 import sys
 import urllib.request
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -39,6 +42,7 @@ from runtime import (
     Runtime,
     autocast,
     default_dtype,
+    out_of_memory,
     pick_device,
     start,
     stop,
@@ -187,53 +191,99 @@ def render_example(example: dict[str, Any], enc: Any, max_len: int | None = None
     return tokens, mask, example.get("label", -1)
 
 
+class Rendered(NamedTuple):
+    tokens: torch.Tensor  # (N, 4, T) int64: each example's rows, right-padded to the longest of all
+    mask: torch.Tensor  # (N, 4, T) bool: the ending tokens
+    chars: torch.Tensor  # (N, 4): each ending's length in characters, without the space before it
+    labels: torch.Tensor  # (N,)
+
+
 @functools.lru_cache(maxsize=4)
-def rendered_examples(path: str, limit: int | None, max_len: int):
-    """All (the first limit) examples of a file rendered and padded to one length T, the longest
-    row: tokens, mask (N, 4, T) and labels (N,). Cached, so that the evaluations of a training run
-    tokenize once. Every rank computes the same T, so a compiled model sees one shape."""
+def rendered_examples(path: str, limit: int | None, max_len: int) -> Rendered:
+    """All (the first limit) examples of a file rendered and padded to one length, the longest
+    row. Cached, so that the evaluations of a training run tokenize once."""
     import tiktoken
 
     enc = tiktoken.get_encoding("gpt2")
-    rendered = [render_example(example, enc, max_len) for example in load_examples(path, limit)]
+    examples = load_examples(path, limit)
+    rendered = [render_example(example, enc, max_len) for example in examples]
     length = max(tokens.size(1) for tokens, _, _ in rendered)
     tokens = torch.stack([F.pad(tokens, (0, length - tokens.size(1))) for tokens, _, _ in rendered])
     mask = torch.stack([F.pad(mask, (0, length - mask.size(1))) for _, mask, _ in rendered])
-    return tokens, mask, torch.tensor([label for _, _, label in rendered])
+    chars = torch.tensor([[len(ending) for ending in example["endings"]] for example in examples])
+    return Rendered(tokens, mask, chars, torch.tensor([label for _, _, label in rendered]))
 
 
 # ----------------------------------------------------------------------------------------------
 # Scoring
 
 
+class Scores(NamedTuple):
+    """How many of total examples each rule gets right. Every rule picks the ending of lowest loss
+    (the negative log-likelihood of its tokens given the context), measured in its own way."""
+
+    correct: int  # summed over the ending's tokens: acc, as lm-eval's acc
+    correct_norm: int  # per token: acc_norm, the video's and the headline (GPT-2 124M: 0.2955)
+    correct_norm_char: int  # per character of the ending: lm-eval's acc_norm
+    total: int
+
+    @property
+    def acc(self) -> float:
+        return self.correct / self.total
+
+    @property
+    def acc_norm(self) -> float:
+        return self.correct_norm / self.total
+
+    @property
+    def acc_norm_char(self) -> float:
+        return self.correct_norm_char / self.total
+
+    def summary(self) -> str:
+        """Training's log line, the headline first."""
+        headline = f"HellaSwag acc_norm {self.correct_norm}/{self.total} = {self.acc_norm:.4f}"
+        return f"{headline} | acc_norm_char {self.acc_norm_char:.4f} | acc {self.acc:.4f}"
+
+
 def ending_losses(
     model: nn.Module, tokens, mask, batch_size: int, device: torch.device, dtype: torch.dtype
 ):
-    """tokens, mask (N, 4, T) -> the summed and the mean cross-entropy of each ending, (N, 4) each,
-    over batch_size examples (4 * batch_size rows) per forward pass. The last batch is filled up
-    with empty examples, so every forward pass has the same shape. Rows are right-padded and
-    attention is causal, so padding never reaches a scored position."""
-    n, _, length = tokens.shape
-    padding = -n % batch_size
-    tokens = F.pad(tokens, (0, 0, 0, 0, 0, padding)).to(device)  # (N + padding, 4, T)
-    mask = F.pad(mask, (0, 0, 0, 0, 0, padding)).to(device)
-    sums = torch.zeros((n + padding, 4), device=device)
-    for i in range(0, n + padding, batch_size):
-        rows, row_mask = (
-            tokens[i : i + batch_size].view(-1, length),
-            mask[i : i + batch_size].view(-1, length),
-        )
+    """tokens, mask (N, 4, T) -> the summed and the mean cross-entropy of each ending, (N, 4) each.
+    The rows are scored sorted by length, longest first (a batch too big for the device fails at
+    once), 4 * batch_size per forward pass, each batch cut to its longest row: little of it is
+    padding. Rows are right-padded and attention is causal, so padding never reaches a scored
+    position; the results go back to the input's order."""
+    tokens, mask = tokens.flatten(0, 1), mask.flatten(0, 1)  # (4N, T)
+    lengths = (mask * torch.arange(1, mask.size(1) + 1)).amax(dim=1)  # a row ends with its ending
+    order = lengths.argsort(descending=True, stable=True)
+    sums = torch.zeros(len(tokens), device=device)
+    for first in range(0, len(order), 4 * batch_size):
+        batch = order[first : first + 4 * batch_size]
+        length = int(lengths[batch[0]])
+        # Position t predicts token t + 1, so the last token predicts nothing; the scored
+        # positions are those that predict an ending's tokens.
+        inputs, targets = tokens[batch, : length - 1], tokens[batch, 1:length]
+        scored = mask[batch, 1:length].flatten().nonzero().squeeze(1)
+        inputs, positions = inputs.to(device), scored.to(device)
+        if hasattr(model, "_orig_mod"):  # torch.compile's: one graph for the batches' sizes
+            for tensor, dim in ((inputs, 0), (inputs, 1), (positions, 0)):
+                torch._dynamo.maybe_mark_dynamic(tensor, dim)
         with autocast(device, dtype):
-            logits, _ = model(rows)  # (4 * batch_size, T, V)
-        scored = row_mask[:, 1:]  # position t predicts token t + 1
-        losses = torch.zeros(scored.shape, device=device)
-        # Only the scored positions go to fp32: an fp32 copy of all logits would be gigabytes.
-        losses[scored] = F.cross_entropy(
-            logits[:, :-1][scored].float(), rows[:, 1:][scored], reduction="none"
+            logits, _ = model(inputs, positions=positions)  # (positions, V): no other logits
+        losses = torch.zeros(inputs.numel(), device=device)
+        losses[positions] = F.cross_entropy(
+            logits.float(), targets.flatten()[scored].to(device), reduction="none"
         )
-        sums[i : i + batch_size] = losses.sum(dim=1).view(-1, 4)
-    counts = mask[:n, :, 1:].sum(dim=2).clamp(min=1)  # rows of padding score nothing: no 0/0
-    return sums[:n], sums[:n] / counts
+        sums[batch.to(device)] = losses.view(inputs.shape).sum(dim=1)
+    # clamp: a block_size so small that an ending keeps only its unscored first token: no 0/0
+    counts = mask[:, 1:].sum(dim=1).clamp(min=1).to(device)
+    return sums.view(-1, 4), (sums / counts).view(-1, 4)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Examples per forward pass: 16 (64 rows) on a GPU; 4 on the CPU, whose caches favour small
+    batches (BENCHMARKS.md)."""
+    return 4 if device.type == "cpu" else 16
 
 
 def evaluate(
@@ -241,34 +291,29 @@ def evaluate(
     data_file: str | os.PathLike,
     runtime: Runtime | None = None,
     limit: int | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     dtype: torch.dtype | None = None,
-) -> tuple[int, int, int]:
-    """(num_correct_norm, num_correct, num_total) of the model on the first limit (all when None)
-    examples of data_file, summed over all ranks; every rank must call it. dtype None: bf16 autocast
+) -> Scores:
+    """The Scores of the model on the first limit (all when None) examples of data_file, summed
+    over all ranks; every rank must call it. Rank r scores examples r, r + world_size, ..., 4 *
+    batch_size rows per forward pass at most (None: default_batch_size). dtype None: bf16 autocast
     on CUDA, fp32 elsewhere. The model is left in the train/eval mode it came in."""
     runtime = runtime or Runtime(device=next(model.parameters()).device)
+    batch_size = batch_size or default_batch_size(runtime.device)
     block_size = getattr(model, "module", model).config.block_size  # through DDP's wrapper too
-    tokens, mask, labels = rendered_examples(str(Path(data_file).resolve()), limit, block_size)
-    # No larger than the biggest shard: a short evaluation should not score batches of padding.
-    batch_size = min(batch_size, math.ceil(len(labels) / runtime.world_size))
-    shard = slice(runtime.rank, None, runtime.world_size)
+    rendered = rendered_examples(str(Path(data_file).resolve()), limit, block_size)
+    tokens, mask, chars, labels = (part[runtime.rank :: runtime.world_size] for part in rendered)
     dtype = dtype or DTYPES[default_dtype(runtime.device)]
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        sums, means = ending_losses(
-            model, tokens[shard], mask[shard], batch_size, runtime.device, dtype
-        )
+        sums, means = ending_losses(model, tokens, mask, batch_size, runtime.device, dtype)
     model.train(was_training)
-    labels = labels[shard].to(runtime.device)
-    counts = [
-        (means.argmin(dim=1) == labels).sum(),
-        (sums.argmin(dim=1) == labels).sum(),
-        labels.new_tensor(len(labels)),
-    ]
-    correct_norm, correct, total = runtime.all_reduce_sum(torch.stack(counts)).tolist()
-    return correct_norm, correct, total
+    per_char = sums / chars.clamp(min=1).to(runtime.device)  # an empty ending: its space's loss
+    labels = labels.to(runtime.device)
+    counts = [(losses.argmin(dim=1) == labels).sum() for losses in (sums, means, per_char)]
+    counts.append(labels.new_tensor(len(labels)))
+    return Scores(*runtime.all_reduce_sum(torch.stack(counts)).tolist())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,8 +322,9 @@ def evaluate(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="HellaSwag accuracy (zero-shot completion style) of GPT-2. Under torchrun the "
-        "examples are split across ranks.",
+        description="HellaSwag accuracy (zero-shot completion style) of GPT-2, three ways: acc, "
+        "acc_norm per token (the video's) and acc_norm_char per character (lm-eval's acc_norm). "
+        "Under torchrun the examples are split across ranks.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     sources = "a hub name (gpt2, gpt2-medium, gpt2-large, gpt2-xl), a Hugging Face directory"
@@ -294,7 +340,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--limit", type=int, default=None, help="score only the first N examples (None: all)"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="examples per forward pass (4 rows each)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="examples per forward pass, 4 rows each (None: 16 on a GPU, 4 on the CPU)",
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
@@ -313,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rank, local_rank, world_size = torchrun_env()
     try:
-        if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        if any(n is not None and n < 1 for n in (args.batch_size, args.limit)):
             raise ValueError("--batch-size and --limit must be at least 1")
         # One download per machine, before the other ranks can look for the file.
         if local_rank == 0:
@@ -332,18 +381,24 @@ def main(argv: list[str] | None = None) -> int:
         data_file = resolve_data_file(args.split, args.data_dir, args.data_file)
         model = load_model(args.init_from, runtime.device)
         dtype = None if args.dtype == "auto" else DTYPES[args.dtype]
-        correct_norm, correct, total = evaluate(
-            model, data_file, runtime, args.limit, args.batch_size, dtype
-        )
+        batch_size = args.batch_size or default_batch_size(runtime.device)
+        with out_of_memory("HellaSwag", "--batch-size", batch_size, runtime.device):
+            scores = evaluate(model, data_file, runtime, args.limit, batch_size, dtype)
     except (OSError, ValueError, ImportError) as e:
-        # missing weights, a bad checkpoint, safetensors missing
+        # missing weights, a bad checkpoint, safetensors missing, out of memory
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:
         stop(runtime)
+    lines = {
+        "acc": (scores.correct, "lowest summed loss, as lm-eval's acc"),
+        "acc_norm": (scores.correct_norm, "per token, the video's: OpenAI GPT-2 124M has 0.2955"),
+        "acc_norm_char": (scores.correct_norm_char, "per character, as lm-eval's acc_norm"),
+    }
     runtime.print0(f"HellaSwag {data_file}, {args.init_from}:")
-    runtime.print0(f"acc:      {correct}/{total} = {correct / total:.4f}")
-    runtime.print0(f"acc_norm: {correct_norm}/{total} = {correct_norm / total:.4f}")
+    for name, (correct, meaning) in lines.items():
+        accuracy = f"{correct}/{scores.total} = {correct / scores.total:.4f}"
+        runtime.print0(f"{name + ':':15}{accuracy}  ({meaning})")
     return 0
 
 

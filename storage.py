@@ -140,6 +140,7 @@ class Shards(NamedTuple):
     train: list[tuple[Path, int]]  # (path, tokens) of each train shard, in index order
     val: list[tuple[Path, int]]
     has_manifest: bool  # False: hand-made shards, checked against nothing
+    source: dict | None  # where the tokens came from (data_source); None: unknown
 
 
 def scan_shards(data_dir: str | os.PathLike) -> Shards:
@@ -160,7 +161,7 @@ def scan_shards(data_dir: str | os.PathLike) -> Shards:
         [(path, length(path)) for path in list_shards(data_dir, split)]
         for split in ("train", "val")
     )
-    return Shards(train, val, manifest is not None)
+    return Shards(train, val, manifest is not None, data_source(manifest))
 
 
 # -----------------------------------------------------------------------------
@@ -228,6 +229,20 @@ def read_manifest(data_dir: str | os.PathLike) -> dict | None:
         start_over = "rerun fineweb.py with --overwrite to start over"
         raise DataError(f"{path} is malformed ({problem}): {start_over}") from err
     return manifest
+
+
+def data_source(manifest: dict | None) -> dict | None:
+    """Where a data directory's tokens came from, as its manifest tells, for a model card: the hub
+    dataset, config and split, or the local files' names (not their paths: a card is public).
+    None where nobody recorded it: hand-made shards, or a source of another shape."""
+    source = manifest["settings"].get("source") if manifest else None  # read_manifest checked
+    if not isinstance(source, dict):
+        return None
+    if isinstance(source.get("data_files"), list):
+        return {"files": [Path(str(file)).name for file in source["data_files"]]}
+    if all(isinstance(source.get(key), str) for key in ("dataset", "name", "split")):
+        return {"dataset": source["dataset"], "config": source["name"], "split": source["split"]}
+    return None
 
 
 def check_fields(part: Any, fields: dict[str, type]) -> None:

@@ -228,7 +228,7 @@ class Trainer:
         state = checkpoint.restore(resume_from, *restored, config, runtime.print0)
         self.start_step = state.get("step", 0)
         runtime.print0(f"{config}\n{self.plan()}")  # the config with its defaults resolved
-        self.log = checkpoint.RunLog(config, master, state)
+        self.log = checkpoint.RunLog(config, master, state, shards.source)
         self.flops_per_token = self.raw_model.flops_per_token(T)
 
     def plan(self):
@@ -282,9 +282,9 @@ class Trainer:
             limit = config.hellaswag_limit
             n = config.micro_batch_size // 4 or 1  # examples of 4 endings: B rows a pass
             with self.out_of_memory("HellaSwag"):
-                correct, _, total = hellaswag.evaluate(model, file, runtime, limit, n, self.dtype)
-            acc = correct / total
-            self.log.write(step, "hella", acc, f"HellaSwag acc_norm {correct}/{total} = {acc:.4f}")
+                scores = hellaswag.evaluate(model, file, runtime, limit, n, self.dtype)
+            more = dict(hella_acc=scores.acc, hella_acc_norm_char=scores.acc_norm_char)
+            self.log.write(step, "hella", scores.acc_norm, scores.summary(), **more)
         if self.due(config.sample_every, step) and runtime.is_master:
             # the uncompiled model: each new length would be a new shape to compile
             with self.out_of_memory("sampling"):

@@ -72,7 +72,8 @@ def save_checkpoint(path: Path, model, step: int = 0) -> Path:
 
     optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
     loader_state = {"epoch": 0, "position": 0, "epoch_tokens": 1}
-    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None, "skipped_steps": 0}
+    run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None, "data_source": None}
+    run["skipped_steps"] = 0
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     parts = (model, optimizer, scaler, loader_state, train_gpt2.TrainConfig(), run)
     checkpoint.save(Path(path), step, *parts)

@@ -45,6 +45,16 @@ def _error_line(err: str) -> str:
         (["--warmup-steps=-1"], "--warmup-steps must be at least 0, got -1"),
         (["--workers", "0"], "--workers must be at least 1, got 0"),
         (["--hellaswag-examples=-1"], "--hellaswag-examples must be at least 0, got -1"),
+        (["--rounds", "0"], "--rounds must be at least 1, got 0"),
+        (["--lm-eval", "lm_eval"], "--lm-eval times HellaSwag: give --hellaswag-examples N too"),
+        (
+            ["--hellaswag-examples", "9", "--lm-eval", "{tmp}/lm_eval"],
+            "--lm-eval {tmp}/lm_eval: no such executable",
+        ),
+        (
+            ["--hellaswag-text", "{tmp}/*.csv"],
+            "--hellaswag-text, read as fineweb.py's --data-files: no",
+        ),
         (["--model", "huge"], "unknown model preset 'huge'"),
         (["--device", "tpu"], "unsupported device 'tpu'"),
         (["--data-dir", "{tmp}/missing"], "{tmp}/missing"),

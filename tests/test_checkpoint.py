@@ -35,6 +35,7 @@ def test_the_tie_survives_a_round_trip(tmp_path):
         "hellaswag",
         "scaler",
         "skipped_steps",
+        "data_source",
     }
     assert state["step"] == 3 and state["model_config"]["n_embd"] == 32
     stored = state["model"]
@@ -144,6 +145,7 @@ def test_fp16_s_loss_scale_is_saved_and_restored(tmp_path):
     model, scaler = tiny_model(), torch.amp.GradScaler("cpu", init_scale=1024.0)
     optimizer = model.configure_optimizers(0.1, 1e-3, verbose=False)
     run = {"wandb_run_id": None, "val_loss": None, "hellaswag": None, "skipped_steps": 3}
+    run["data_source"] = None
     loader = {"epoch": 0, "position": 0, "epoch_tokens": 1}
     path = tmp_path / "model_00001.pt"
     config = train_gpt2.TrainConfig(dtype="fp16")
@@ -151,7 +153,7 @@ def test_fp16_s_loss_scale_is_saved_and_restored(tmp_path):
     restored = torch.amp.GradScaler("cpu")
     state = restore(path, tiny_model(1), restored, dtype="fp16")
     assert restored.get_scale() == 1024.0 and state["skipped_steps"] == 3
-    assert checkpoint.RunLog(config, False, state).skipped_steps == 3
+    assert checkpoint.RunLog(config, False, state, None).skipped_steps == 3
 
 
 def test_a_checkpoint_from_before_loss_scaling_still_resumes(tmp_path):

@@ -439,6 +439,17 @@ def test_forward_shapes_loss_and_ignore_index():
     assert loss.item() == pytest.approx(math.log(97), rel=0.1)
 
 
+def test_forward_at_some_positions_gives_their_logits_alone():
+    model = make_model(0).eval()
+    x = torch.randint(0, 97, (3, 10))
+    positions = torch.tensor([0, 9, 10, 17, 29])  # flat indices into the 3 x 10 positions
+    with torch.no_grad():
+        logits, loss = model(x, positions=positions)
+        every = model(x)[0]
+    assert logits.shape == (5, 97) and loss is None
+    torch.testing.assert_close(logits, every.flatten(0, 1)[positions], atol=1e-6, rtol=0)
+
+
 def test_forward_is_causal_and_attention_paths_agree(monkeypatch):
     model = make_model(0).eval()
     x = torch.randint(0, 97, (2, 16))
@@ -732,7 +743,6 @@ def test_cli_help_mentions_every_flag(capsys):
         "--temperature",
         "--seed",
         "--device",
-        "--export-hf",
     ):
         assert flag in out, flag
     args = gpt2.parse_args([])
@@ -813,9 +823,11 @@ def test_cli_more_samples_than_memory_holds_is_a_one_line_error(capsys, tiny_che
     _, path = tiny_checkpoint
     argv = _cpu_args(path, "--num-samples", str(10**15), "--max-new-tokens", "1")
     assert gpt2.main(argv) == 2
+    n = 10**15
+    what = f"sampling at --num-samples {n}"
     assert (
         _error_line(capsys)
-        == f"error: cpu has no memory for {10**15:,} samples at once: lower --num-samples"
+        == f"error: cpu ran out of memory in {what}: pass --num-samples {n // 2}"
     )
 
 

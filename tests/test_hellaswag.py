@@ -1,5 +1,6 @@
 """hellaswag.py: rendering, batched and sharded scoring, torch.compile, the download cache, CLI."""
 
+import csv
 import json
 import os
 import random
@@ -15,10 +16,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import bench
 import hellaswag
+import hf_export
 import runtime
-from conftest import save_checkpoint
-from gpt2 import GPT, GPTConfig
+from conftest import FINEWEB_CSV, require_shared_data, save_checkpoint
+from gpt2 import GPT, GPTConfig, preset_config
 from runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +179,9 @@ def test_batched_scores_equal_one_example_at_a_time(
     model = small_model().eval()
     path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples)
     with torch.no_grad():
-        tokens, mask, labels = hellaswag.rendered_examples(str(path), None, model.config.block_size)
+        tokens, mask, chars, labels = hellaswag.rendered_examples(
+            str(path), None, model.config.block_size
+        )
         sums, means = hellaswag.ending_losses(model, tokens, mask, batch_size, CPU, torch.float32)
 
     expected_sums, expected_means = expected_losses
@@ -187,13 +192,132 @@ def test_batched_scores_equal_one_example_at_a_time(
     assert sums.argmin(dim=1).tolist() == expected_sums.argmin(dim=1).tolist()
 
     model.train()
-    counts = hellaswag.evaluate(model, path, batch_size=batch_size)
+    scores = hellaswag.evaluate(model, path, batch_size=batch_size)
     assert model.training  # left as it came
-    assert counts == (
-        int((expected_means.argmin(dim=1) == labels).sum()),
+    assert scores == (
         int((expected_sums.argmin(dim=1) == labels).sum()),
+        int((expected_means.argmin(dim=1) == labels).sum()),
+        int(((expected_sums / chars).argmin(dim=1) == labels).sum()),
         len(mixed_examples),
     )
+
+
+class RecordingModel(torch.nn.Module):
+    """model, recording the shape of each forward pass's input and the positions it scores."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model, self.config, self.passes = model, model.config, []
+
+    def forward(self, idx, positions=None):
+        self.passes.append((tuple(idx.shape), len(positions)))
+        return self.model(idx, positions=positions)
+
+
+def test_batches_hold_rows_of_similar_length_longest_first(tmp_path, mixed_examples):
+    path = write_jsonl(tmp_path / "mixed.jsonl", mixed_examples)
+    model = RecordingModel(small_model().eval())
+    tokens, mask, _, _ = hellaswag.rendered_examples(str(path), None, model.config.block_size)
+    with torch.no_grad():
+        hellaswag.ending_losses(model, tokens, mask, 3, CPU, torch.float32)
+    rows, lengths = zip(*(shape for shape, _ in model.passes), strict=True)
+    assert max(rows) == 12 and sum(rows) == 4 * len(mixed_examples)  # never more than 4 x 3 rows
+    assert list(lengths) == sorted(lengths, reverse=True)
+    # each batch as long as its longest row (less the last token, which predicts nothing)
+    row_lengths = (mask.flatten(0, 1) * torch.arange(1, mask.size(2) + 1)).amax(dim=1)
+    assert list(lengths) == (row_lengths.sort(descending=True).values[::12] - 1).tolist()
+    # a fraction of what one length for all would cost
+    assert sum(r * n for r, n in zip(rows, lengths, strict=True)) < 0.6 * tokens[..., 1:].numel()
+    # logits at the ending tokens alone
+    assert sum(scored for _, scored in model.passes) == int(mask[..., 1:].sum())
+
+
+def log_likelihoods(hf_model, enc, example: dict) -> list[float]:
+    """Each ending's log-likelihood given the context, as lm-evaluation-harness computes it: the
+    tokens of context + " " + ending after those of the context, scored by transformers."""
+    context = enc.encode(example["ctx"])
+    found = []
+    for ending in example["endings"]:
+        whole = enc.encode(example["ctx"] + " " + ending)
+        assert whole[: len(context)] == context
+        logprobs = hf_model(torch.tensor([whole])).logits[0, :-1].log_softmax(dim=-1)
+        found.append(logprobs[range(len(context) - 1, len(whole) - 1), whole[len(context) :]].sum())
+    return found
+
+
+def test_acc_norm_char_is_lm_evals_acc_norm_on_real_tasks(enc, tmp_path):
+    """Against an independent computation: transformers' GPT-2 on the export of a tiny model, tasks
+    made of real FineWeb-Edu text. acc_norm_char divides by the ending's characters (not counting
+    the space before it), acc_norm by its tokens."""
+    from transformers import GPT2LMHeadModel
+
+    with open(require_shared_data(FINEWEB_CSV), newline="", encoding="utf-8") as f:
+        documents = [row["text"] for row in csv.DictReader(f)]
+    examples = bench.text_tasks(documents, 40, seed=3)
+    path = write_jsonl(tmp_path / "real.jsonl", examples)
+    torch.manual_seed(0)
+    model = GPT(preset_config("tiny")).eval()
+    hf_export.export(model, tmp_path / "hf")
+    hf_model = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        lls = torch.tensor([log_likelihoods(hf_model, enc, example) for example in examples])
+    chars = torch.tensor([[len(ending) for ending in e["endings"]] for e in examples])
+    tokens = torch.tensor([[len(enc.encode(" " + x)) for x in e["endings"]] for e in examples])
+    assert (chars != tokens).all() and max(len(enc.encode(e["ctx"])) for e in examples) > 40
+
+    rendered = hellaswag.rendered_examples(str(path), None, model.config.block_size)
+    with torch.no_grad():
+        sums, means = hellaswag.ending_losses(
+            model, rendered.tokens, rendered.mask, 4, CPU, torch.float32
+        )
+    torch.testing.assert_close(sums, -lls, atol=2e-4, rtol=1e-5)
+    torch.testing.assert_close(means, -lls / tokens, atol=1e-5, rtol=1e-5)
+    assert torch.equal(rendered.chars, chars)
+    picks = {  # lm-eval's argmax over log-likelihoods; ties go to the first, as with argmin
+        "acc": lls.argmax(dim=1),
+        "acc_norm": (lls / tokens).argmax(dim=1),
+        "acc_norm_char": (lls / chars).argmax(dim=1),
+    }
+    assert picks["acc_norm_char"].tolist() == (sums / chars).argmin(dim=1).tolist()
+    assert picks["acc_norm"].tolist() == means.argmin(dim=1).tolist()
+    assert not torch.equal(picks["acc_norm"], picks["acc_norm_char"])  # they do differ
+    labels = rendered.labels
+    expected = [int((pick == labels).sum()) for pick in picks.values()]
+    assert hellaswag.evaluate(model, path, batch_size=3) == (*expected, len(examples))
+
+
+def test_training_logs_the_three_figures_by_name(fineweb_shards, hellaswag_dir, tmp_path, capsys):
+    """The step line and log.txt tell all three; the headline keeps its keys: hella in log.txt
+    (and W&B), hellaswag in the checkpoint."""
+    import checkpoint
+    import train_gpt2
+
+    flags = "--model tiny --device cpu --total-batch-size 1024 --micro-batch-size 4 --seq-len 64"
+    flags += " --max-steps 1 --eval-every 0 --sample-every 0 --hellaswag-every 1"
+    where = [
+        "--data-dir",
+        fineweb_shards,
+        "--log-dir",
+        tmp_path,
+        "--hellaswag-data-dir",
+        hellaswag_dir,
+    ]
+    assert train_gpt2.main([*flags.split(), *map(str, where)]) == 0
+    figures = r"acc_norm \d/5 = (0\.\d{4}) \| acc_norm_char (0\.\d{4}) \| acc (0\.\d{4})"
+    lines = re.findall(rf"^step +(\d) \| HellaSwag {figures}$", capsys.readouterr().out, re.M)
+    assert [step for step, *_ in lines] == ["0", "1"]  # before the first step and after the last
+    log = (tmp_path / "log.txt").read_text().splitlines()
+    for step, acc_norm, acc_norm_char, acc in lines:
+        expected = [f"{step} hella {acc_norm}", f"{step} hella_acc_norm_char {acc_norm_char}"]
+        assert set(expected + [f"{step} hella_acc {acc}"]) <= set(log)
+    assert {line.split()[1] for line in log} == {
+        "train",
+        "hella",
+        "hella_acc",
+        "hella_acc_norm_char",
+    }
+    saved = checkpoint.load(tmp_path / "model_00001.pt")
+    assert f"{saved['hellaswag']:.4f}" == lines[-1][1]
 
 
 def test_shards_of_all_ranks_cover_every_example_once(tmp_path, monkeypatch, mixed_examples):
@@ -206,30 +330,26 @@ def test_shards_of_all_ranks_cover_every_example_once(tmp_path, monkeypatch, mix
         hellaswag.evaluate(model, path, Runtime(rank, rank, 3), batch_size=2) for rank in range(3)
     ]
     assert reductions == [torch.distributed.ReduceOp.SUM] * 3  # one per rank
-    assert [total for _, _, total in shards] == [5, 4, 4]
+    assert [scores.total for scores in shards] == [5, 4, 4]
     assert tuple(map(sum, zip(*shards, strict=True))) == hellaswag.evaluate(
         model, path, batch_size=2
     )
-    assert hellaswag.evaluate(model, path, Runtime(14, 14, 20)) == (
-        0,
-        0,
-        0,
-    )  # more ranks than examples
+    assert hellaswag.evaluate(model, path, Runtime(14, 14, 20)) == (0, 0, 0, 0)  # more ranks
 
 
 def test_examples_longer_than_block_size_are_cropped(enc):
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=24, n_layer=1, n_head=2, n_embd=16))
     assert max(len(enc.encode(e["ctx"])) for e in sample_examples()) > 24
-    assert hellaswag.evaluate(model, SAMPLE)[2] == 5
+    assert hellaswag.evaluate(model, SAMPLE).total == 5
 
 
 def test_random_model_scores_near_chance(tmp_path):
     path = write_jsonl(tmp_path / "random.jsonl", synthetic_examples(300, seed=2))
-    correct_norm, correct, total = hellaswag.evaluate(small_model(seed=3), path, batch_size=16)
-    assert total == 300
-    assert 0.17 < correct_norm / total < 0.33  # chance is 0.25 +- 0.025 (one standard deviation)
-    assert 0.17 < correct / total < 0.33
+    scores = hellaswag.evaluate(small_model(seed=3), path, batch_size=16)
+    assert scores.total == 300
+    # chance is 0.25 +- 0.025 (one standard deviation)
+    assert all(0.17 < acc < 0.33 for acc in (scores.acc, scores.acc_norm, scores.acc_norm_char))
 
 
 def train_on_labelled_endings(model: GPT, enc, examples: list[dict], steps: int) -> None:
@@ -256,10 +376,9 @@ def test_model_that_prefers_the_labelled_ending_scores_high(enc, tmp_path):
     path = write_jsonl(
         tmp_path / "learnable.jsonl", synthetic_examples(100, seed=6, learnable=True)
     )
-    correct_norm, correct, total = hellaswag.evaluate(model, path, batch_size=16)
-    assert total == 100
-    assert correct_norm / total > 0.6
-    assert correct / total > 0.6
+    scores = hellaswag.evaluate(model, path, batch_size=16)
+    assert scores.total == 100
+    assert scores.acc > 0.6 and scores.acc_norm > 0.6 and scores.acc_norm_char > 0.6
 
 
 def test_compiled_model_compiles_once_for_all_batches(tmp_path, mixed_examples):
@@ -465,8 +584,34 @@ def test_cli_errors_are_reported_without_traceback(tmp_path, capsys, monkeypatch
     assert expected[problem] in err
 
 
+def test_cli_names_each_figure_and_what_it_compares_with(capsys, monkeypatch):
+    monkeypatch.setattr(hellaswag, "load_model", lambda init_from, device: small_model())
+    assert hellaswag.main(["--device", "cpu", "--data-file", str(SAMPLE)]) == 0
+    heading, acc, acc_norm, acc_norm_char = capsys.readouterr().out.splitlines()
+    scores = hellaswag.evaluate(small_model(), SAMPLE)
+    assert heading == f"HellaSwag {SAMPLE}, gpt2:"
+    assert acc.startswith(f"acc:           {scores.correct}/5 = ") and "lm-eval's acc)" in acc
+    assert acc_norm.startswith(f"acc_norm:      {scores.correct_norm}/5 = ")
+    assert "per token" in acc_norm and "0.2955" in acc_norm
+    assert acc_norm_char.startswith(f"acc_norm_char: {scores.correct_norm_char}/5 = ")
+    assert "per character" in acc_norm_char and "lm-eval's acc_norm" in acc_norm_char
+
+
+def test_cli_out_of_memory_is_one_line_naming_the_batch_size(capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(hellaswag, "load_model", lambda init_from, device: small_model())
+    monkeypatch.setattr(hellaswag, "evaluate", out_of_memory)
+    argv = ["--device", "cpu", "--data-file", str(SAMPLE), "--batch-size", "8"]
+    assert hellaswag.main(argv) == 2
+    assert capsys.readouterr().err == (
+        "error: cpu ran out of memory in HellaSwag at --batch-size 8: pass --batch-size 4\n"
+    )
+
+
 def _printed_counts(out: str) -> dict[str, str]:
-    return dict(re.findall(r"^(acc|acc_norm): +(\d+/\d+)", out, flags=re.MULTILINE))
+    return dict(re.findall(r"^(acc|acc_norm|acc_norm_char): +(\d+/\d+)", out, flags=re.MULTILINE))
 
 
 def test_two_gloo_ranks_equal_one_process(tmp_path, capsys):

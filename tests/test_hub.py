@@ -25,6 +25,7 @@ import fineweb
 import train_gpt2
 from conftest import FINEWEB_CSV, ROOT, SHAKESPEARE_TXT, require_shared_data
 from hub_imitation import HubImitation
+from test_export import card_of_a_run
 from test_fineweb import assert_error, manifest_of, run, shards_of, wait_for_shards
 from test_storage import llmc_shard
 from test_train import TINY
@@ -349,3 +350,18 @@ def test_the_readme_download_of_pretokenized_shards_checks_and_trains(tmp_path, 
     args = train[train.index("train_gpt2.py") + 1 :]
     assert train_gpt2.main([*args, *TINY, "--max-steps", "2", "--log-dir", "log"]) == 0
     assert (tmp_path / "log" / "model_00002.pt").is_file()
+
+
+# what a model trained on the hub's data says of it
+
+
+def test_a_model_trained_on_a_hub_run_names_the_dataset_and_config_on_its_card(tmp_path, hub):
+    out = tmp_path / "out"
+    args = ["--output-dir", out, "--tokens", "30K", "--shard-size", "10K", "--workers", 1]
+    code, _, err = finish(run_fineweb(hub_env(hub, tmp_path / "hf"), *args))
+    assert code == 0, err
+    metadata, body = card_of_a_run(out, tmp_path / "run")
+    assert metadata["datasets"] == [REPO_ID]
+    link = f"[{REPO_ID}](https://huggingface.co/datasets/{REPO_ID})"
+    assert f"Training data: the Hub dataset {link}, config {CONFIG}, split train." in body
+    assert hub.endpoint not in body  # the files' URLs stay in the manifest

@@ -12,7 +12,7 @@ import train_gpt2
 from conftest import ROOT, SHAKESPEARE_TXT, require_shared_data
 
 README = (ROOT / "README.md").read_text()
-SCRIPTS = ("fineweb.py", "train_gpt2.py", "hellaswag.py", "gpt2.py", "bench.py")
+SCRIPTS = ("fineweb.py", "train_gpt2.py", "hellaswag.py", "gpt2.py", "hf_export.py", "bench.py")
 
 
 @functools.cache
