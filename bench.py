@@ -208,6 +208,7 @@ def time_loader(args: argparse.Namespace, device: torch.device) -> float:
 USAGE_REPORTER = """
 import pathlib, resource, runpy, sys
 sys.argv = sys.argv[1:]
+sys.path.insert(0, str(pathlib.Path(sys.argv[0]).parent))  # as `python fineweb.py` would
 try:
     runpy.run_path(sys.argv[0], run_name="__main__")
 finally:

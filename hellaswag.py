@@ -296,8 +296,8 @@ def evaluate(
 ) -> Scores:
     """The Scores of the model on the first limit (all when None) examples of data_file, summed
     over all ranks; every rank must call it. Rank r scores examples r, r + world_size, ..., 4 *
-    batch_size rows per forward pass at most (None: default_batch_size). dtype None: bf16 autocast
-    on CUDA, fp32 elsewhere. The model is left in the train/eval mode it came in."""
+    batch_size rows per forward pass at most (None: default_batch_size). dtype None: the device's
+    (runtime.default_dtype). The model is left in the train/eval mode it came in."""
     runtime = runtime or Runtime(device=next(model.parameters()).device)
     batch_size = batch_size or default_batch_size(runtime.device)
     block_size = getattr(model, "module", model).config.block_size  # through DDP's wrapper too
@@ -347,7 +347,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
-        "--dtype", default="auto", choices=("auto", *DTYPES), help="auto: bf16 on CUDA, else fp32"
+        "--dtype",
+        default="auto",
+        choices=("auto", *DTYPES),
+        help="auto: bf16 on GPUs from Ampere on, fp16 on older ones, else fp32",
     )
     parser.add_argument(
         "--data-dir", default=default_data_dir(), help="where the official files are kept"

@@ -733,8 +733,11 @@ def test_the_reference_run_on_a_cpu_points_to_the_quick_start(
 
 
 def test_a_run_that_repeats_its_data_says_so(fineweb_shards, tmp_path, capsys):
+    """The plan, printed before the first step, warns of a run longer than its data."""
     args = tiny(fineweb_shards, tmp_path, "--max-steps", "130", "--eval-every", "0")
-    assert train_gpt2.main(args) == 0
+    shards = storage.scan_shards(fineweb_shards)
+    config = train_gpt2.resolve_config(train_gpt2.parse_config(args), 1, CPU, shards)
+    train_gpt2.Trainer(config, Runtime(), shards, [])
     out = capsys.readouterr().out
     assert "2.08 epochs of 64,000 train tokens\nwarning: the run repeats its data" in out
 
