@@ -316,7 +316,7 @@ class Trainer:
         text = f"loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {dt * 1000:.2f}ms"
         text += f" | tok/sec {tokens_per_second:,.0f}"
         text += "" if mfu is None else f" | mfu {mfu:.1%}"
-        if self.scaler.is_enabled():  # fp16 overflowed: the scaler skipped the update, no harm
+        if self.scaler.is_enabled():  # fp16: an inf norm is an update skipped, not divergence
             self.log.skipped_steps += not math.isfinite(norm)
             text += f" | skipped steps {self.log.skipped_steps}"
         more = dict(lr=lr, grad_norm=norm, tokens_per_second=tokens_per_second, mfu=mfu)
