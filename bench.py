@@ -102,7 +102,8 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
     optimizer = model.configure_optimizers(0.1, 6e-4, fused=rung.fused_adamw, verbose=False)
     step_model = torch.compile(model) if rung.compile else model
     dtype = "bf16" if rung.bf16 else "fp32"
-    scaler = rt.grad_scaler(device, rt.DTYPES[dtype])  # a no-op: no rung runs fp16
+    autocast_dtype = rt.DTYPES[dtype]
+    scaler = rt.grad_scaler(device, autocast_dtype)  # a no-op: no rung runs fp16
     tokens = torch.randint(0, 50257, (args.micro_batch_size, args.seq_len + 1), device=device)
     batch = (tokens[:, :-1], tokens[:, 1:])
 
@@ -113,9 +114,7 @@ def time_rung(rung: Rung, args: argparse.Namespace, device: torch.device) -> Tim
 
     def step() -> None:
         with attention():
-            loss, _ = train_step(
-                step_model, optimizer, [batch], 6e-4, 1.0, rt.DTYPES[dtype], scaler
-            )
+            loss, _ = train_step(step_model, optimizer, [batch], 6e-4, 1.0, autocast_dtype, scaler)
         loss.item()  # waits for the device
 
     for _ in range(args.warmup_steps):  # compilation, autotuning, allocator warm-up

@@ -124,15 +124,13 @@ def export(model: GPT, directory: str | os.PathLike, run: dict[str, Any] | None 
 
 def model_card(config: GPTConfig, parameters: int, run: dict[str, Any] | None) -> str:
     """README.md: the model, its run and data (a Hub dataset in the front matter too), its use."""
-    if run is None:
-        return MODEL_CARD.format(
-            **asdict(config), parameters=parameters, training=NOT_TRAINED, datasets=""
-        )
-    scores = {key: run[key] for key in checkpoint.EVALUATIONS.values()}
-    scores = {k: "not recorded" if v is None else f"{v:.4f}" for k, v in scores.items()}
-    training = TRAINED.format(**run | scores, data=describe_data(run["data_source"]))
-    dataset = (run["data_source"] or {}).get("dataset")
-    datasets = f"datasets: [{dataset}]\n" if dataset else ""
+    training, datasets = NOT_TRAINED, ""
+    if run is not None:
+        scores = {key: run[key] for key in checkpoint.EVALUATIONS.values()}
+        scores = {k: "not recorded" if v is None else f"{v:.4f}" for k, v in scores.items()}
+        training = TRAINED.format(**run | scores, data=describe_data(run["data_source"]))
+        if dataset := (run["data_source"] or {}).get("dataset"):
+            datasets = f"datasets: [{dataset}]\n"
     return MODEL_CARD.format(
         **asdict(config), parameters=parameters, training=training, datasets=datasets
     )

@@ -69,9 +69,10 @@ def shard_name(index: int) -> str:
     return f"edufineweb_{'val' if index == 0 else 'train'}_{index:06d}.npy"
 
 
-def shard_files(data_dir: Path) -> list[Path]:
-    """The shard files in data_dir, sorted by split, then index."""
-    return sorted(path for path in data_dir.iterdir() if SHARD_FILE.fullmatch(path.name))
+def shard_files(data_dir: Path, pattern: re.Pattern = SHARD_FILE) -> list[Path]:
+    """The shard files in data_dir, fineweb.py's or (LLMC_SHARD_FILE) llm.c's, sorted by name:
+    by split, then index, as llm.c's own loaders sort theirs."""
+    return sorted(path for path in data_dir.iterdir() if pattern.fullmatch(path.name))
 
 
 def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
@@ -82,7 +83,7 @@ def list_shards(data_dir: str | os.PathLike, split: str) -> list[Path]:
         raise DataError(
             f"no shard directory {data_dir.resolve()}: make it with `python fineweb.py`"
         )
-    npy, llmc = shard_files(data_dir), llmc_shard_files(data_dir)
+    npy, llmc = shard_files(data_dir), shard_files(data_dir, LLMC_SHARD_FILE)
     if npy and llmc:
         among = f"an llm.c .bin shard among fineweb.py's .npy shards ({npy[0].name}, ...)"
         raise DataError(f"{llmc[0]}: {among}: move one format to a directory of its own")
@@ -171,11 +172,6 @@ LLMC_MAGIC, LLMC_HEADER_BYTES = 20240520, 256 * 4  # the header: 256 little-endi
 LLMC_VERSIONS = {1: "uint16 GPT-2 tokens", 2: "uint32 tokens of another tokenizer, LLaMA 3's"}
 
 
-def llmc_shard_files(data_dir: Path) -> list[Path]:
-    """The llm.c shard files in data_dir, sorted by name (as llm.c's own loaders sort them)."""
-    return sorted(path for path in data_dir.iterdir() if LLMC_SHARD_FILE.fullmatch(path.name))
-
-
 def open_llmc_shard(path: str | os.PathLike) -> np.ndarray:
     """An llm.c shard's tokens, memory-mapped once its header is found to hold llm.c's magic
     number, version 1 (uint16 GPT-2 tokens) and the token count that the file's size holds."""
@@ -259,7 +255,7 @@ def directory_problems(data_dir: Path, manifest: dict, deep: bool = False) -> li
     rerun = "its fineweb.py run did not finish; rerun the same `python fineweb.py` command"
     problems = [] if manifest["complete"] else [f"{data_dir} is incomplete: {rerun}"]
     listed = {entry["file"] for entry in manifest["shards"]}
-    on_disk = [*shard_files(data_dir), *llmc_shard_files(data_dir)]
+    on_disk = [*shard_files(data_dir), *shard_files(data_dir, LLMC_SHARD_FILE)]
     problems += [f"{path}: not in {MANIFEST}" for path in on_disk if path.name not in listed]
     for entry in manifest["shards"]:
         path = data_dir / entry["file"]
