@@ -42,7 +42,9 @@ import storage
 TOKENIZER = "gpt2"
 LOCK_FILE = ".fineweb.lock"
 DOCS_PER_CHUNK = 1024  # documents a worker reads, tokenizes and sends back at a time
-CHUNKS_AHEAD = 4  # chunks a worker may hold while it waits for its turn: evens out uneven units
+# results (chunks, unit ends) a worker may hold while it waits for its turn: evens out uneven units
+# and the main process's shard writes (a small jsonl range is only a chunk and a unit end)
+CHUNKS_AHEAD = 16
 UNIT_END, INPUT_END = "unit end", "input end"  # what a worker sends after a unit, and at the end
 INPUT_CHANGED = "the input changed since the last shard was written"
 START_OVER = "use --overwrite to start over"
@@ -316,14 +318,15 @@ def gpt2_encoding() -> Any:
         raise FinewebError(f"cannot load tiktoken's {TOKENIZER} encoding: {err}\n{hint}") from err
 
 
-def tokenize(text: str) -> np.ndarray:
-    """The video's tokenize step: one document's tokens, uint16."""
-    tokens = [np.array([storage.EOT_TOKEN], np.uint32)]  # <|endoftext|> delimits the documents
-    # encode_ordinary (no special token allowed or disallowed), but into numpy: no list of ints
-    tokens.append(gpt2_encoding().encode_to_numpy(text, disallowed_special=()))
-    tokens_np = np.concatenate(tokens)
-    assert tokens_np.max() < 2**16, "token dictionary too large for uint16"
-    return tokens_np.astype(np.uint16)
+def tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The video's tokenize step, for a batch of documents: their tokens one after the other, each
+    document's after an <|endoftext|> that delimits them, as uint16; and the tokens per document."""
+    eot = np.array([storage.EOT_TOKEN], np.uint32)
+    encode = gpt2_encoding().encode_to_numpy  # encode_ordinary, but into numpy: no list of ints
+    documents = [encode(text, disallowed_special=()) for text in texts]
+    tokens = np.concatenate([part for document in documents for part in (eot, document)])
+    assert tokens.max() < 2**16, "token dictionary too large for uint16"
+    return tokens.astype(np.uint16), np.array([len(d) + 1 for d in documents], dtype=np.int64)
 
 
 @dataclass
@@ -356,9 +359,7 @@ def tokenize_units(
         for k, unit in enumerate(work_units(source, start)):
             if k % count == index:
                 for first, texts in read_unit(unit, text_column):
-                    documents = [tokenize(text) for text in texts]
-                    lengths = np.array([len(tokens) for tokens in documents], dtype=np.int64)
-                    outbox.put(Chunk(unit, first, np.concatenate(documents), lengths))
+                    outbox.put(Chunk(unit, first, *tokenize(texts)))
                 outbox.put(UNIT_END)
         outbox.put(INPUT_END)
     except FinewebError as err:

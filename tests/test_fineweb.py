@@ -415,10 +415,13 @@ def test_the_hub_path_streams_its_files_through_the_same_code(
 
 
 def test_tokenize_matches_encode_ordinary(enc):
-    for text in ["plain text", "<|endoftext|> is text here, not a special token", "", "ünïcødé ☃"]:
-        tokens = fineweb.tokenize(text)
-        assert tokens.dtype == np.uint16
-        assert tokens.tolist() == [storage.EOT_TOKEN, *enc.encode_ordinary(text)]
+    texts = ["plain text", "<|endoftext|> is text here, not a special token", "", "ünïcødé ☃"]
+    tokens, lengths = fineweb.tokenize(texts)
+    assert tokens.dtype == np.uint16
+    assert tokens.tolist() == [
+        t for text in texts for t in [storage.EOT_TOKEN, *enc.encode_ordinary(text)]
+    ]
+    assert lengths.tolist() == [1 + len(enc.encode_ordinary(text)) for text in texts]
 
 
 def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch):
@@ -427,7 +430,7 @@ def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch
     parquet = sorted(Path(corpus["parquet"]).parent.glob("*.parquet"))[
         0
     ]  # five row groups of 16 documents
-    source = {"kind": "parquet", "files": [str(parquet)] * 10}
+    source = {"kind": "parquet", "files": [str(parquet)] * 20}
     log, read_unit = tmp_path / "units", fineweb.read_unit
 
     def logged_read_unit(unit, text_column):
@@ -439,11 +442,11 @@ def test_the_input_is_read_only_a_few_chunks_ahead(corpus, tmp_path, monkeypatch
     with fineweb.Tokenizers(2) as tokenizers:
         chunks = tokenizers.tokenize(source, "text", None)
         first = next(chunks)
-        time.sleep(1)  # time enough to read all 50 units
+        time.sleep(1)  # time enough to read all 100 units
         # per worker: CHUNKS_AHEAD results waiting, a few small ones in the pipe, one being made
-        assert len(log.read_text().splitlines()) <= 2 * (fineweb.CHUNKS_AHEAD + 6) < 50
+        assert len(log.read_text().splitlines()) <= 2 * (fineweb.CHUNKS_AHEAD + 6) < 100
         units = [chunk.unit for chunk in [first, *chunks]]  # one chunk per row group, in order
-    assert units == list(fineweb.work_units(source)) and len(units) == 50
+    assert units == list(fineweb.work_units(source)) and len(units) == 100
 
 
 def test_a_dead_worker_is_an_error_not_a_hang(corpus):
