@@ -319,8 +319,8 @@ def gpt2_encoding() -> Any:
 
 
 def tokenize(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The video's tokenize step, for a batch of documents: their tokens one after the other, each
-    document's after an <|endoftext|> that delimits them, as uint16; and the tokens per document."""
+    """The video's tokenize step, for a batch of documents: their tokens as one uint16 array, each
+    document's after the <|endoftext|> that delimits it; and the tokens per document."""
     eot = np.array([storage.EOT_TOKEN], np.uint32)
     encode = gpt2_encoding().encode_to_numpy  # encode_ordinary, but into numpy: no list of ints
     documents = [encode(text, disallowed_special=()) for text in texts]
