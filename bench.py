@@ -545,9 +545,14 @@ def check_args(args: argparse.Namespace, device: torch.device) -> None:
         if getattr(args, name) is None:
             setattr(args, name, min(default, block_size) if name == "seq_len" else default)
     least = dict(
-        micro_batch_size=1, seq_len=1, steps=1, warmup_steps=0, workers=1, hellaswag_examples=0
+        micro_batch_size=1,
+        seq_len=1,
+        steps=1,
+        warmup_steps=0,
+        workers=1,
+        hellaswag_examples=0,
+        rounds=1,
     )
-    least.update(rounds=1)
     for name, low in least.items():
         if (value := getattr(args, name)) < low:
             raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")

@@ -321,8 +321,11 @@ class RunLog:
         """What save() records of the run: its W&B id, last evaluations, data source and skipped
         steps."""
         wandb_run_id = None if self.wandb_run is None else self.wandb_run.id
-        run = dict(wandb_run_id=wandb_run_id, data_source=self.data_source)
-        run |= dict(skipped_steps=self.skipped_steps)
+        run = {
+            "wandb_run_id": wandb_run_id,
+            "data_source": self.data_source,
+            "skipped_steps": self.skipped_steps,
+        }
         return run | {EVALUATIONS[k]: self.last[k] for k in EVALUATIONS}
 
     def close(self) -> None:
